@@ -61,6 +61,9 @@
 //     belong to sorted ranks, not pairs; row weights multiply them by
 //     position, exactly as TRL's element-wise multiplication does.
 //   - Metrics are always the DPO rewards β·cl and β·rl (summed log-probs).
+//   - Numerics follow gorgonia's float64 kernels: sigmoid returns exactly
+//     0/1 beyond |x| > 19 (so apo_* gradients vanish there) and softplus
+//     returns x for x > 16 (absolute error ≤ 1.2e-7).
 package loss
 
 import (
