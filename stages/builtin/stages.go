@@ -1,0 +1,4 @@
+package builtin
+
+func init() {
+}
