@@ -56,18 +56,26 @@ func TestKeyGolden(t *testing.T) {
 func TestKeyChangesWithEveryComponent(t *testing.T) {
 	base := fixedParts()
 	mutations := map[string]func(k *KeyParts){
-		"format version":      func(k *KeyParts) { k.FormatVersion++ },
-		"stage type":          func(k *KeyParts) { k.StageType = "dpo" },
-		"plugin sha":          func(k *KeyParts) { k.PluginSHA256 = strings.Repeat("ac", 32) },
-		"plugin version":      func(k *KeyParts) { k.PluginVersion = "0.1.1" },
-		"config value":        func(k *KeyParts) { k.Config = json.RawMessage(`{"model":"models/stories260K.bin","batch_size":8,"beta":0.2}`) },
-		"config empty":        func(k *KeyParts) { k.Config = nil },
-		"input changed":       func(k *KeyParts) { k.Inputs = []string{strings.Repeat("01", 32), strings.Repeat("03", 32)} },
-		"inputs reordered":    func(k *KeyParts) { k.Inputs = []string{k.Inputs[1], k.Inputs[0]} },
-		"input dropped":       func(k *KeyParts) { k.Inputs = k.Inputs[:1] },
-		"file digest":         func(k *KeyParts) { k.Files = map[string]string{"model": strings.Repeat("ce", 32), "tokenizer": strings.Repeat("ef", 32)} },
-		"file renamed":        func(k *KeyParts) { k.Files = map[string]string{"weights": strings.Repeat("cd", 32), "tokenizer": strings.Repeat("ef", 32)} },
-		"file added":          func(k *KeyParts) { k.Files = map[string]string{"model": strings.Repeat("cd", 32), "tokenizer": strings.Repeat("ef", 32), "x": "y"} },
+		"format version": func(k *KeyParts) { k.FormatVersion++ },
+		"stage type":     func(k *KeyParts) { k.StageType = "dpo" },
+		"plugin sha":     func(k *KeyParts) { k.PluginSHA256 = strings.Repeat("ac", 32) },
+		"plugin version": func(k *KeyParts) { k.PluginVersion = "0.1.1" },
+		"config value": func(k *KeyParts) {
+			k.Config = json.RawMessage(`{"model":"models/stories260K.bin","batch_size":8,"beta":0.2}`)
+		},
+		"config empty":     func(k *KeyParts) { k.Config = nil },
+		"input changed":    func(k *KeyParts) { k.Inputs = []string{strings.Repeat("01", 32), strings.Repeat("03", 32)} },
+		"inputs reordered": func(k *KeyParts) { k.Inputs = []string{k.Inputs[1], k.Inputs[0]} },
+		"input dropped":    func(k *KeyParts) { k.Inputs = k.Inputs[:1] },
+		"file digest": func(k *KeyParts) {
+			k.Files = map[string]string{"model": strings.Repeat("ce", 32), "tokenizer": strings.Repeat("ef", 32)}
+		},
+		"file renamed": func(k *KeyParts) {
+			k.Files = map[string]string{"weights": strings.Repeat("cd", 32), "tokenizer": strings.Repeat("ef", 32)}
+		},
+		"file added": func(k *KeyParts) {
+			k.Files = map[string]string{"model": strings.Repeat("cd", 32), "tokenizer": strings.Repeat("ef", 32), "x": "y"}
+		},
 		"boundary stage/sha":  func(k *KeyParts) { k.StageType += k.PluginSHA256[:1]; k.PluginSHA256 = k.PluginSHA256[1:] },
 		"input becomes files": func(k *KeyParts) { k.Inputs = nil; k.Files["inputs[0]"] = strings.Repeat("01", 32) },
 	}
