@@ -93,15 +93,15 @@ type hfFile struct {
 	PostProcessor json.RawMessage `json:"post_processor"`
 	Decoder       json.RawMessage `json:"decoder"`
 	Model         struct {
-		Type                    string           `json:"type"`
-		Vocab                   map[string]int32 `json:"vocab"`
-		Merges                  json.RawMessage  `json:"merges"`
-		UnkToken                *string          `json:"unk_token"`
-		ContinuingSubwordPrefix *string          `json:"continuing_subword_prefix"`
-		EndOfWordSuffix         *string          `json:"end_of_word_suffix"`
-		FuseUnk                 bool             `json:"fuse_unk"`
-		ByteFallback            bool             `json:"byte_fallback"`
-		IgnoreMerges            bool             `json:"ignore_merges"`
+		Type                    string          `json:"type"`
+		Vocab                   json.RawMessage `json:"vocab"`
+		Merges                  json.RawMessage `json:"merges"`
+		UnkToken                *string         `json:"unk_token"`
+		ContinuingSubwordPrefix *string         `json:"continuing_subword_prefix"`
+		EndOfWordSuffix         *string         `json:"end_of_word_suffix"`
+		FuseUnk                 bool            `json:"fuse_unk"`
+		ByteFallback            bool            `json:"byte_fallback"`
+		IgnoreMerges            bool            `json:"ignore_merges"`
 	} `json:"model"`
 }
 
@@ -123,7 +123,13 @@ func parseHF(name string, data, config []byte) (*HF, error) {
 	if m.Type != "BPE" {
 		return nil, fmt.Errorf("tokenizer: %s: model type %q is not supported (only BPE)", name, m.Type)
 	}
-	t := &HF{name: name, vocab: m.Vocab, unk: -1, byteFallback: m.ByteFallback, fuseUnk: m.FuseUnk,
+	var vocab map[string]int32
+	if !isNull(m.Vocab) {
+		if err := json.Unmarshal(m.Vocab, &vocab); err != nil {
+			return nil, fmt.Errorf("tokenizer: %s: model vocab: %w", name, err)
+		}
+	}
+	t := &HF{name: name, vocab: vocab, unk: -1, byteFallback: m.ByteFallback, fuseUnk: m.FuseUnk,
 		ignoreMerges: m.IgnoreMerges, addedByID: map[int32]*addedToken{}, addedByS: map[string]int32{},
 		cache: map[string][]int32{}, bos: -1, eos: -1}
 	if t.vocab == nil {
