@@ -1,0 +1,33 @@
+package config
+
+import (
+	"io"
+	"sort"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// DiagnosticWidth is the width diagnostics are wrapped to.
+const DiagnosticWidth = 100
+
+// WriteDiagnostics renders diags with source snippets, as hcl's text
+// writer does, wrapped to DiagnosticWidth columns.
+func WriteDiagnostics(w io.Writer, diags hcl.Diagnostics, sources map[string][]byte, color bool) {
+	files := make(map[string]*hcl.File, len(sources))
+	names := make([]string, 0, len(sources))
+	for name := range sources {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		src := sources[name]
+		file := &hcl.File{Bytes: src}
+		// Parsing again gives the writer the navigation that names the
+		// enclosing block ("in stage "dpo" "train"").
+		if parsed, _ := parseBytes(src, name); parsed != nil {
+			file.Body, file.Nav = parsed.Body, parsed.Nav
+		}
+		files[name] = file
+	}
+	_ = hcl.NewDiagnosticTextWriter(w, files, DiagnosticWidth, color).WriteDiagnostics(diags)
+}

@@ -1,0 +1,3 @@
+stage "load" "prefs" {
+  path "data/prefs.jsonl"
+}

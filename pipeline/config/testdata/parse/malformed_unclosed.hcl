@@ -1,0 +1,6 @@
+stage "load" "prefs" {
+  path = "data/prefs.jsonl"
+
+stage "tokenize" "tok" {
+  input = stage.load.prefs
+}

@@ -1,0 +1,7 @@
+stage "dpo" "train" {
+  model = "m.bin"
+}
+
+stage "tokenize" "tok" {
+  tokenizer = null
+}
