@@ -297,7 +297,7 @@ func TestEvalContextFunctions(t *testing.T) {
   f = jsondecode(jsonencode({k = [1, 2]})).k[1]
   g = tostring(1) == "1" && tonumber("2") == 2
   h = length(tolist(["a"])) + length(tomap({a = 1}))
-  i = coalesce("", "fallback")
+  i = coalesce(null, "fallback")
 }
 `
 	path := filepath.Join(dir, "p.hcl")
