@@ -1,7 +1,6 @@
 package model
 
 import (
-	"fmt"
 	"os"
 )
 
@@ -22,5 +21,3 @@ func Load(path string) (*Model, error) {
 	}
 	return m, nil
 }
-
-var _ = fmt.Sprint
