@@ -1,0 +1,2 @@
+# A pipeline without stages.
+variable "x" { default = 1 }

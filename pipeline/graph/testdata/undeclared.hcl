@@ -1,0 +1,3 @@
+stage "tokenize" "tok" {
+  input = stage.load.prefs
+}
