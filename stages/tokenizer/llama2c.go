@@ -93,14 +93,20 @@ func (t *Llama2c) init() {
 	for i := n - 1; i >= 0; i-- { // lowest id wins for duplicate pieces
 		t.ids[t.pieces[i]] = int32(i)
 	}
+	for b := range t.byteID {
+		t.byteID[b] = -1
+	}
 	for i, p := range t.pieces {
 		if b, ok := parseByteFallback(p); ok {
 			t.isByte[i] = int16(b) + 1
+			if t.byteID[b] < 0 && p[3] <= 'F' && p[4] <= 'F' { // "<0xHH>", upper case
+				t.byteID[b] = int32(i)
+			}
 		}
 	}
 	for b := 0; b < 256; b++ {
-		if id, ok := t.ids[fmt.Sprintf("<0x%02X>", b)]; ok {
-			t.byteID[b] = id
+		if t.byteID[b] >= 0 {
+			continue
 		} else if b+3 < n {
 			t.byteID[b] = int32(b + 3) // llama2.c's assumption
 		} else {
