@@ -91,7 +91,9 @@ func (c *Cache) fillPaths(e *Entry) {
 // Commit stores a stage result: the output file (may be "") and the artifact
 // directory (may be "") are moved into objects/ by content digest (deduplicated
 // against objects already there) and fsynced, then the entry record is
-// written atomically, last. e.Key may be empty; it is computed from e.Parts
+// written atomically, last. Items under Root/tmp (see TempDir) are moved,
+// which is cheap; items elsewhere are copied and left in place. Stored files
+// are made read-only. e.Key may be empty; it is computed from e.Parts
 // and must match if given. On error nothing becomes visible in entries/,
 // objects this call placed are removed, and the given temp items are removed
 // if they live under Root/tmp.
@@ -216,7 +218,6 @@ func (c *Cache) ingest(src string, wantDir bool, b *budget) (*Object, string, er
 			removeAllForce(staged)
 			return nil, "", err
 		}
-		removeAllForce(src)
 		return obj, placed, nil
 	}
 	return c.place(src, wantDir, b, false)
@@ -240,7 +241,10 @@ func (c *Cache) place(src string, dir bool, b *budget, charged bool) (*Object, s
 	obj := &Object{Digest: digest, Size: size, Dir: dir}
 	dst := c.objectPath(digest, dir)
 	obj.Path = dst
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	newShard := false
+	if err := os.Mkdir(filepath.Dir(dst), 0o755); err == nil {
+		newShard = true
+	} else if !errors.Is(err, os.ErrExist) {
 		return nil, "", err
 	}
 	if _, err := os.Lstat(dst); err == nil {
@@ -264,7 +268,12 @@ func (c *Cache) place(src string, dir bool, b *budget, charged bool) (*Object, s
 	if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
 		return nil, "", err
 	}
-	return obj, dst, atomicfile.SyncDir(filepath.Join(c.Root, "objects"))
+	if newShard {
+		if err := atomicfile.SyncDir(filepath.Join(c.Root, "objects")); err != nil {
+			return nil, "", err
+		}
+	}
+	return obj, dst, nil
 }
 
 // seal fsyncs every file and directory under p and makes files read-only

@@ -601,6 +601,12 @@ func TestCommitFromOutsideTmp(t *testing.T) {
 	if _, ok, reason, _ := reopen(t, c).Lookup(e.Key); !ok {
 		t.Fatal(reason)
 	}
+	if b, err := os.ReadFile(out); err != nil || string(b) != "outside" {
+		t.Fatal("source outside the cache was not left in place")
+	}
+	if h, _ := HashTree(art); h != want {
+		t.Fatal("source artifact changed")
+	}
 	mustVerify(t, c)
 }
 
