@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -110,6 +111,8 @@ type Stage struct {
 	Refs []Ref
 	// CacheMode is "content" (the default) or "off".
 	CacheMode string
+	// Timeout bounds the stage's run when set (timeout = "30m").
+	Timeout time.Duration
 	// Body is the stage body without input and the cache block, to be
 	// decoded against the stage type's Spec.
 	Body hcl.Body

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -20,7 +21,7 @@ var pluginSchema = &hcl.BodySchema{
 }
 
 var stageSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "input"}},
+	Attributes: []hcl.AttributeSchema{{Name: "input"}, {Name: "timeout"}},
 	Blocks:     []hcl.BlockHeaderSchema{{Type: "cache"}},
 }
 
@@ -214,6 +215,23 @@ func (f *File) decodeStages(blocks []*hcl.Block) hcl.Diagnostics {
 					Detail:   "The input must be a reference to a stage, as in input = stage.load.prefs.",
 					Subject:  a.Expr.Range().Ptr(),
 				})
+			}
+		}
+		if a, ok := content.Attributes["timeout"]; ok {
+			text, tdiags := evalString(a.Expr, ctx, "timeout")
+			diags = append(diags, tdiags...)
+			if !tdiags.HasErrors() {
+				d, err := time.ParseDuration(text)
+				if err != nil || d <= 0 {
+					diags = append(diags, &hcl.Diagnostic{
+						Severity: hcl.DiagError,
+						Summary:  "Invalid timeout",
+						Detail:   fmt.Sprintf("The timeout must be a positive duration such as \"90s\", \"30m\" or \"2h\"; got %q.", text),
+						Subject:  a.Expr.Range().Ptr(),
+					})
+				} else {
+					s.Timeout = d
+				}
 			}
 		}
 		for i, cb := range content.Blocks {

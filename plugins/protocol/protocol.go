@@ -58,6 +58,9 @@ type RunRequest struct {
 	HasInput bool            `json:"has_input"`
 	// NoCache asks stages with their own row-level reuse not to read it.
 	NoCache bool `json:"no_cache,omitempty"`
+	// Resume asks stages that checkpoint (training) to continue from the
+	// last checkpoint in RunDir.
+	Resume bool `json:"resume,omitempty"`
 }
 
 // Event kinds.

@@ -138,9 +138,10 @@ func (s *flightServer) DoExchange(stream flight.FlightService_DoExchangeServer) 
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	out := &streamSink{stream: stream}
+	var counter *countingReader
 	run := &Run{
 		Config: cfg, Dir: req.Dir, RunDir: req.RunDir, CacheDir: req.CacheDir,
-		NoCache: req.NoCache, Stage: req.Stage, Log: s.log, sink: out,
+		NoCache: req.NoCache, Resume: req.Resume, Stage: req.Stage, Log: s.log, sink: out,
 	}
 	if req.HasInput {
 		rdr, err := ipc.NewReaderFromMessageReader(&flightMessages{recv: stream.Recv})
@@ -148,7 +149,8 @@ func (s *flightServer) DoExchange(stream flight.FlightService_DoExchangeServer) 
 			return status.Errorf(codes.InvalidArgument, "run: reading input schema: %v", err)
 		}
 		defer rdr.Release()
-		run.Input = rdr
+		counter = &countingReader{RecordReader: rdr}
+		run.Input = counter
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -166,6 +168,7 @@ func (s *flightServer) DoExchange(stream flight.FlightService_DoExchangeServer) 
 		// Drain what the stage did not read so the host's sender finishes.
 		for run.Input.Next() {
 		}
+		out.event(event{Kind: "stat", Name: StatRowsReceived, Value: counter.rows})
 	}
 	return out.finish()
 }
@@ -323,4 +326,22 @@ func ReadAll(r array.RecordReader) ([]arrow.RecordBatch, error) {
 		return nil, err
 	}
 	return recs, nil
+}
+
+// StatRowsReceived is the stat the SDK reports with the number of input rows
+// the plugin received, so that the host can check nothing was lost.
+const StatRowsReceived = "rows_received"
+
+// countingReader counts the rows a stage reads.
+type countingReader struct {
+	array.RecordReader
+	rows int64
+}
+
+func (c *countingReader) Next() bool {
+	if !c.RecordReader.Next() {
+		return false
+	}
+	c.rows += c.RecordReader.RecordBatch().NumRows()
+	return true
 }

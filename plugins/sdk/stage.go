@@ -144,6 +144,9 @@ type Run struct {
 	CacheDir string
 	// NoCache asks row-level reuse to read nothing from the cache.
 	NoCache bool
+	// Resume asks a stage that checkpoints to continue from the last
+	// checkpoint in RunDir.
+	Resume bool
 	// Stage names this stage in messages ("TYPE.NAME").
 	Stage string
 	// Log writes to the stage log, which the host collects.

@@ -1,4 +1,9 @@
 package builtin
 
+import (
+	"github.com/dpopipe/dpopipe/stages/generate"
+)
+
 func init() {
+	register(generate.New)
 }
