@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"io"
 	"sort"
 
@@ -29,5 +30,17 @@ func WriteDiagnostics(w io.Writer, diags hcl.Diagnostics, sources map[string][]b
 		}
 		files[name] = file
 	}
-	_ = hcl.NewDiagnosticTextWriter(w, files, DiagnosticWidth, color).WriteDiagnostics(diags)
+	tw := hcl.NewDiagnosticTextWriter(w, files, DiagnosticWidth, color)
+	for _, d := range diags {
+		// A compiler-style position line first, so that editors and
+		// terminals can jump to it; then hcl's snippet.
+		if d.Subject != nil {
+			sev := "error"
+			if d.Severity == hcl.DiagWarning {
+				sev = "warning"
+			}
+			fmt.Fprintf(w, "%s:%d:%d: %s: %s\n", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, sev, d.Summary)
+		}
+		_ = tw.WriteDiagnostic(d)
+	}
 }
