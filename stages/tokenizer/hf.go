@@ -2,7 +2,6 @@ package tokenizer
 
 import (
 	"bytes"
-	"container/heap"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -515,22 +514,11 @@ type bcand struct {
 	id   int32
 }
 
-type bcandHeap []bcand
-
-func (h bcandHeap) Len() int { return len(h) }
-func (h bcandHeap) Less(i, j int) bool {
-	if h[i].rank != h[j].rank {
-		return h[i].rank < h[j].rank
+func bcandLess(a, b *bcand) bool {
+	if a.rank != b.rank {
+		return a.rank < b.rank
 	}
-	return h[i].pos < h[j].pos
-}
-func (h bcandHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *bcandHeap) Push(x any)   { *h = append(*h, x.(bcand)) }
-func (h *bcandHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+	return a.pos < b.pos
 }
 
 func (t *HF) bpeWord(word string) []int32 {
@@ -580,21 +568,21 @@ func (t *HF) bpeWord(word string) []int32 {
 			push(t.unk)
 		}
 	}
-	h := make(bcandHeap, 0, len(syms))
+	h := pq[bcand]{items: make([]bcand, 0, len(syms)), less: bcandLess}
 	try := func(l int) {
 		r := syms[l].next
 		if r < 0 {
 			return
 		}
 		if m, ok := t.merges[pairKey(syms[l].id, syms[r].id)]; ok {
-			heap.Push(&h, bcand{rank: m.rank, pos: l, id: m.id})
+			h.push(bcand{rank: m.rank, pos: l, id: m.id})
 		}
 	}
 	for i := range syms {
 		try(i)
 	}
-	for h.Len() > 0 {
-		c := heap.Pop(&h).(bcand)
+	for h.len() > 0 {
+		c := h.pop()
 		l := &syms[c.pos]
 		if !l.alive || l.next < 0 {
 			continue

@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -168,28 +167,17 @@ type sym struct {
 
 type cand struct {
 	score float32
-	left  int // index of the left symbol; also its start order
-	right int
-	size  int // end-start of the merged piece, to detect stale entries
+	left  int32 // index of the left symbol; also its start order
+	right int32
+	size  int32 // end-start of the merged piece, to detect stale entries
 	id    int32
 }
 
-type candHeap []cand
-
-func (h candHeap) Len() int { return len(h) }
-func (h candHeap) Less(i, j int) bool {
-	if h[i].score != h[j].score {
-		return h[i].score > h[j].score
+func candLess(a, b *cand) bool {
+	if a.score != b.score {
+		return a.score > b.score
 	}
-	return h[i].left < h[j].left
-}
-func (h candHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *candHeap) Push(x any)   { *h = append(*h, x.(cand)) }
-func (h *candHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+	return a.left < b.left
 }
 
 // Encode encodes text as llama2.c does, without BOS or EOS.
@@ -229,7 +217,7 @@ func (t *Llama2c) Encode(text string) []int32 {
 		}
 		i = j
 	}
-	h := make(candHeap, 0, len(syms))
+	h := pq[cand]{items: make([]cand, 0, len(syms)), less: candLess}
 	try := func(l int) {
 		r := syms[l].next
 		if r < 0 || !syms[l].mergeable || !syms[r].mergeable {
@@ -239,28 +227,28 @@ func (t *Llama2c) Encode(text string) []int32 {
 		if !ok {
 			return
 		}
-		heap.Push(&h, cand{score: t.scores[id], left: l, right: r, size: syms[r].end - syms[l].start, id: id})
+		h.push(cand{score: t.scores[id], left: int32(l), right: int32(r), size: int32(syms[r].end - syms[l].start), id: id})
 	}
 	for i := range syms {
 		try(i)
 	}
-	for h.Len() > 0 {
-		c := heap.Pop(&h).(cand)
+	for h.len() > 0 {
+		c := h.pop()
 		l := &syms[c.left]
-		if l.end < 0 || l.next != c.right || syms[c.right].end-l.start != c.size {
+		if l.end < 0 || l.next != int(c.right) || int32(syms[c.right].end-l.start) != c.size {
 			continue // stale
 		}
 		r := &syms[c.right]
 		l.end, l.id = r.end, c.id
 		l.next = r.next
 		if r.next >= 0 {
-			syms[r.next].prev = c.left
+			syms[r.next].prev = int(c.left)
 		}
 		r.end = -1 // dead
 		if l.prev >= 0 {
 			try(l.prev)
 		}
-		try(c.left)
+		try(int(c.left))
 	}
 	out := make([]int32, 0, len(syms))
 	for i := 0; i >= 0; i = syms[i].next {

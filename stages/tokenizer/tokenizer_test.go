@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -586,4 +587,31 @@ func BenchmarkEncodeLlama2(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(texts)*b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+func TestConcurrentEncode(t *testing.T) {
+	tok := loadFixture(t, "tiny-gpt2.json")
+	want := make([][]int32, len(variedTexts))
+	for i, s := range variedTexts {
+		want[i] = tok.Encode(s)
+	}
+	done := make(chan error)
+	for g := 0; g < 4; g++ {
+		go func() {
+			var err error
+			for r := 0; r < 20; r++ {
+				for i, s := range variedTexts {
+					if got := tok.Encode(s); !reflect.DeepEqual(got, want[i]) && err == nil {
+						err = fmt.Errorf("%q: %v != %v", s, got, want[i])
+					}
+				}
+			}
+			done <- err
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
 }
