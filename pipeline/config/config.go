@@ -173,7 +173,7 @@ func ParseSource(path string, src []byte, opts Options) (*File, hcl.Diagnostics)
 		return f, diags
 	}
 	content, cdiags := hf.Body.Content(rootSchema)
-	diags = append(diags, cdiags...)
+	diags = append(diags, bySource(cdiags)...)
 
 	var varBlocks, localBlocks, pluginBlocks, stageBlocks []*hcl.Block
 	for _, b := range content.Blocks {

@@ -57,6 +57,7 @@ func (f *File) DecodeStage(s *Stage, spec sdk.Spec, ctx *hcl.EvalContext) (Decod
 		schema.Attributes = append(schema.Attributes, hcl.AttributeSchema{Name: a.Name})
 	}
 	content, diags := s.Body.Content(schema)
+	diags = bySource(diags)
 
 	vals := make(map[string]cty.Value, len(spec.Config))
 	for _, attr := range spec.Config {

@@ -31,7 +31,22 @@ func WriteDiagnostics(w io.Writer, diags hcl.Diagnostics, sources map[string][]b
 		files[name] = file
 	}
 	tw := hcl.NewDiagnosticTextWriter(w, files, DiagnosticWidth, color)
-	for _, d := range diags {
+	// hcl reports unsupported arguments in map order: sort by position so
+	// that the output is stable.
+	sorted := append(hcl.Diagnostics(nil), diags...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i].Subject, sorted[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a != nil && b == nil
+		case a.Filename != b.Filename:
+			return a.Filename < b.Filename
+		case a.Start.Line != b.Start.Line:
+			return a.Start.Line < b.Start.Line
+		}
+		return a.Start.Column < b.Start.Column
+	})
+	for _, d := range sorted {
 		// A compiler-style position line first, so that editors and
 		// terminals can jump to it; then hcl's snippet.
 		if d.Subject != nil {

@@ -26,7 +26,7 @@ func (f *File) decodeLocals(blocks []*hcl.Block) hcl.Diagnostics {
 	seen := map[string]*localDecl{}
 	for _, b := range blocks {
 		attrs, adiags := b.Body.JustAttributes()
-		diags = append(diags, adiags...)
+		diags = append(diags, bySource(adiags)...)
 		for _, a := range sortedAttrs(attrs) {
 			if prev, ok := seen[a.Name]; ok {
 				diags = append(diags, &hcl.Diagnostic{

@@ -55,7 +55,7 @@ func (f *File) decodePlugins(blocks []*hcl.Block) hcl.Diagnostics {
 			continue
 		}
 		content, cdiags := b.Body.Content(pluginSchema)
-		diags = append(diags, cdiags...)
+		diags = append(diags, bySource(cdiags)...)
 		p := &PluginDecl{Name: name, DeclRange: b.DefRange}
 		if a, ok := content.Attributes["source"]; ok {
 			src, sdiags := evalString(a.Expr, ctx, "source")
@@ -190,7 +190,7 @@ func (f *File) decodeStages(blocks []*hcl.Block) hcl.Diagnostics {
 		}
 
 		content, rest, cdiags := b.Body.PartialContent(stageSchema)
-		diags = append(diags, cdiags...)
+		diags = append(diags, bySource(cdiags)...)
 		s.Body = rest
 		if a, ok := content.Attributes["input"]; ok {
 			t, tdiags := hcl.AbsTraversalForExpr(a.Expr)
@@ -245,7 +245,7 @@ func (f *File) decodeStages(blocks []*hcl.Block) hcl.Diagnostics {
 				continue
 			}
 			cc, ccdiags := cb.Body.Content(cacheSchema)
-			diags = append(diags, ccdiags...)
+			diags = append(diags, bySource(ccdiags)...)
 			a, ok := cc.Attributes["mode"]
 			if !ok {
 				continue

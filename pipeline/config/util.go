@@ -62,3 +62,20 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(rb)]
 }
+
+// bySource orders diagnostics by their position, stably. hcl's Content
+// reports unexpected attributes in map order; sorting keeps the output the
+// same from run to run.
+func bySource(diags hcl.Diagnostics) hcl.Diagnostics {
+	sort.SliceStable(diags, func(i, j int) bool {
+		a, b := diags[i].Subject, diags[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a == nil && b != nil
+		case a.Filename != b.Filename:
+			return a.Filename < b.Filename
+		}
+		return a.Start.Byte < b.Start.Byte
+	})
+	return diags
+}

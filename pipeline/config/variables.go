@@ -62,7 +62,7 @@ func (f *File) decodeVariables(blocks []*hcl.Block) hcl.Diagnostics {
 		f.Variables[name] = v
 
 		content, cdiags := b.Body.Content(variableSchema)
-		diags = append(diags, cdiags...)
+		diags = append(diags, bySource(cdiags)...)
 
 		var defaults *typeexpr.Defaults
 		if a, ok := content.Attributes["type"]; ok {
@@ -119,7 +119,7 @@ func (f *File) decodeVariables(blocks []*hcl.Block) hcl.Diagnostics {
 		}
 		for _, vb := range content.Blocks {
 			vc, vdiags := vb.Body.Content(validationSchema)
-			diags = append(diags, vdiags...)
+			diags = append(diags, bySource(vdiags)...)
 			if vdiags.HasErrors() {
 				continue
 			}
@@ -181,7 +181,7 @@ func (f *File) assignVariables(opts Options) hcl.Diagnostics {
 			continue
 		}
 		attrs, adiags := hf.Body.JustAttributes()
-		diags = append(diags, adiags...)
+		diags = append(diags, bySource(adiags)...)
 		for _, a := range sortedAttrs(attrs) {
 			if _, declared := f.Variables[a.Name]; !declared {
 				diags = append(diags, &hcl.Diagnostic{
