@@ -228,7 +228,12 @@ func Run(ctx context.Context, opts Options) (*RunRecord, string, error) {
 	if cacheDir == "" {
 		cacheDir = cache.DefaultDir()
 	}
-	c, err := cache.Open(cacheDir)
+	var copts cache.Options
+	if v := os.Getenv("DPOPIPE_CACHE_MAX_WRITE_BYTES"); v != "" {
+		// Simulates a full disk, for fault-injection tests.
+		fmt.Sscan(v, &copts.MaxWriteBytes)
+	}
+	c, err := cache.OpenWith(cacheDir, copts)
 	if err != nil {
 		return nil, runDir, fmt.Errorf("opening the cache at %s: %w", cacheDir, err)
 	}

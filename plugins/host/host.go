@@ -98,6 +98,7 @@ func Start(ctx context.Context, src Source, opts Options) (*Client, error) {
 	}
 	cmd := exec.Command(src.Path, src.Args...)
 	cmd.Env = os.Environ()
+	bindToParent(cmd)
 	stderr := opts.Stderr
 	if stderr == nil {
 		stderr = io.Discard
