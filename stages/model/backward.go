@@ -121,9 +121,9 @@ func (r *Runner) headBackward(dTok [][]float32, dxnf []float32) {
 				clear(z)
 				continue
 			}
-			lse, _ := logSumExp(z)
+			lse := r.rowLse[k]
 			for j, x := range z {
-				z[j] = -g * float32(math.Exp(float64(x)-lse))
+				z[j] = -g * expf(x-lse)
 			}
 			z[r.headTgt[k]] += g
 		}

@@ -99,8 +99,5 @@ func (t *ropeTable) rotate(row []float32, nh, hs, pos int, style RopeStyle, inve
 	}
 }
 
-// expf is float32 exp; the argument is at most 0 in all our uses.
-func expf(x float32) float32 { return float32(math.Exp(float64(x))) }
-
 // silu and its derivative.
 func sigmoid(x float32) float32 { return 1 / (1 + expf(-x)) }

@@ -152,3 +152,20 @@ func TestClipGradNorm(t *testing.T) {
 		t.Fatalf("clip: norm %v grads %v", n, g)
 	}
 }
+
+func TestExpf(t *testing.T) {
+	worst := 0.0
+	for x := -87.0; x < 88; x += 0.0137 {
+		got := float64(expf(float32(x)))
+		want := math.Exp(float64(float32(x)))
+		if rel := math.Abs(got-want) / want; rel > worst {
+			worst = rel
+		}
+	}
+	if worst > 1e-6 {
+		t.Fatalf("expf worst relative error %.3g", worst)
+	}
+	if expf(-100) != 0 || expf(0) != 1 {
+		t.Fatalf("expf edge cases: %v %v", expf(-100), expf(0))
+	}
+}

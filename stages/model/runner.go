@@ -78,6 +78,7 @@ type Runner struct {
 	dTok            []float32
 	rowLogitSum     []float64
 	rowLogp         []float64
+	rowLse          []float32
 }
 
 // NewRunner returns a runner for m.
@@ -419,6 +420,7 @@ func (r *Runner) headForward(sc Scores) {
 		r.rowLogp = make([]float64, nh)
 	}
 	rlp := r.rowLogp[:nh]
+	r.rowLse = grow(r.rowLse, nh)
 	workers.run(chunks, func(w, c int) {
 		r0 := c * headChunk
 		r1 := min(r0+headChunk, nh)
@@ -438,6 +440,7 @@ func (r *Runner) headForward(sc Scores) {
 			sc.TokenLogps[r.headSeq[k]][r.headTok[k]] = float32(lp)
 			rls[k] = sum
 			rlp[k] = lp
+			r.rowLse[k] = float32(lse)
 		}
 	})
 	for k := 0; k < nh; k++ {
@@ -455,7 +458,7 @@ func logSumExp(z []float32) (lse, sum float64) {
 	}
 	var s float64
 	for _, x := range z {
-		s += math.Exp(float64(x - mx))
+		s += float64(expf(x - mx))
 		sum += float64(x)
 	}
 	return float64(mx) + math.Log(s), sum
