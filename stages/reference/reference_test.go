@@ -18,6 +18,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/dpopipe/dpopipe/internal/testassets"
+	"github.com/dpopipe/dpopipe/pipeline/cache"
 	"github.com/dpopipe/dpopipe/plugins/sdk"
 	"github.com/dpopipe/dpopipe/stages/model"
 	"github.com/dpopipe/dpopipe/stages/pairs"
@@ -351,18 +352,20 @@ func TestDuplicatePairsScoredOnce(t *testing.T) {
 	if c := res.stats[StatRowsComputed]; c != 8 {
 		t.Errorf("rows_computed %d, want 8 (every row not in the cache)", c)
 	}
-	sameScores(t, "duplicates", []pairs.Pair{res.pairs[2], res.pairs[2]}, nil2(res.pairs[6], res.pairs[7], 2))
+	sameScores(t, "duplicates", []pairs.Pair{res.pairs[2], res.pairs[2]}, withRow(2, res.pairs[6], res.pairs[7]))
 	again := mustRun(t, cfgFor(path), ps, runOpts{cacheDir: cacheDir})
 	if u := again.stats[StatRowsReused]; u != 8 {
 		t.Errorf("second run reused %d, want 8", u)
 	}
 }
 
-// nil2 returns a and b with their rows set to row, for comparing scores of
-// duplicates.
-func nil2(a, b pairs.Pair, row int64) []pairs.Pair {
-	a.Row, b.Row = row, row
-	return []pairs.Pair{a, b}
+// withRow returns ps with their rows set to row, for comparing the scores
+// of duplicates.
+func withRow(row int64, ps ...pairs.Pair) []pairs.Pair {
+	for i := range ps {
+		ps[i].Row = row
+	}
+	return ps
 }
 
 func TestModelDigestIsContent(t *testing.T) {
@@ -671,4 +674,47 @@ func BenchmarkReferenceScoring(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "pairs/s")
+}
+
+// A stored row that does not fit its pair (a corrupted or foreign segment
+// whose digest is intact) is scored again rather than trusted.
+func TestMisfitStoredRowIsRescored(t *testing.T) {
+	path, _ := tinyModel(t, 18)
+	cacheDir := t.TempDir()
+	ps := randomPairs(4, 40, 19, 0)
+	digest, err := cache.HashTree(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.Open(cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]pairs.Pair(nil), ps...)
+	keys := make([]string, len(bad))
+	for i := range bad {
+		keys[i] = RowKey(digest, "float32", &bad[i])
+		bad[i].ChosenTokens = int32(len(bad[i].Chosen))
+		bad[i].RefChosenTokenLogps = make([]float32, len(bad[i].Chosen))
+		bad[i].RejectedTokens = int32(len(bad[i].Rejected))
+		bad[i].RefRejectedTokenLogps = make([]float32, len(bad[i].Rejected))
+		bad[i].RefChosen, bad[i].RefRejected = -1, -2
+	}
+	bad[1].ChosenTokens++                                           // count does not fit the pair
+	bad[2].RefRejectedTokenLogps = bad[2].RefRejectedTokenLogps[1:] // list does not fit
+	store := c.Rows(Namespace(digest))
+	rec := segmentRecord(bad, []int{0, 1, 2}, keys)
+	err = store.Append(rec)
+	rec.Release()
+	store.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := mustRun(t, cfgFor(path), ps, runOpts{cacheDir: cacheDir})
+	if u, n := res.stats[StatRowsReused], res.stats[StatRowsComputed]; u != 1 || n != 3 {
+		t.Fatalf("reused %d computed %d, want 1 (the well-formed row) and 3", u, n)
+	}
+	if res.pairs[0].RefChosen != -1 || res.pairs[1].RefChosen == -1 || res.pairs[2].RefRejected == -2 {
+		t.Fatalf("stored values used wrongly: %+v", res.pairs[:3])
+	}
 }
