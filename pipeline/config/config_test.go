@@ -162,6 +162,9 @@ func runCase(t *testing.T, path string) string {
 			fmt.Fprintf(&out, "  ref: stage.%s at %s\n", r.ID(), r.Range)
 		}
 		fmt.Fprintf(&out, "  cache: %s\n", s.CacheMode)
+		if s.Timeout > 0 {
+			fmt.Fprintf(&out, "  timeout: %s\n", s.Timeout)
+		}
 		d := decoded[s.ID()]
 		fmt.Fprintf(&out, "  known: %t\n", d.Known)
 		if d.Known {
