@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -767,6 +768,49 @@ func TestParseAge(t *testing.T) {
 		got, err := ParseAge(c.in)
 		if (err == nil) != c.ok || got != c.want {
 			t.Errorf("ParseAge(%q) = %v, %v; want %v ok=%v", c.in, got, err, c.want, c.ok)
+		}
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	c := newCache(t, Options{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 8; i++ {
+				name := fmt.Sprint("s", (w+i)%5)
+				out, _ := c.TempDir("out-")
+				os.WriteFile(filepath.Join(out, "o"), []byte("shared output"), 0o644)
+				art, _ := c.TempDir("art-")
+				os.WriteFile(filepath.Join(art, "f"), []byte(fmt.Sprint("artifact ", i%2)), 0o644)
+				e, err := c.Commit(Entry{StageName: name, Parts: partsFor(name)}, filepath.Join(out, "o"), art)
+				if err != nil {
+					errs <- err
+					return
+				}
+				c.Lookup(e.Key)
+				if i%3 == 2 {
+					if _, err := c.GC(0, 20); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	mustVerify(t, c)
+	list, _ := c.List()
+	for _, e := range list {
+		if _, ok, reason, _ := c.Lookup(e.Key); !ok {
+			t.Fatalf("%s: %s", e.Key, reason)
 		}
 	}
 }
