@@ -2,8 +2,15 @@ package builtin
 
 import (
 	"github.com/dpopipe/dpopipe/stages/generate"
+	"github.com/dpopipe/dpopipe/stages/load"
+	"github.com/dpopipe/dpopipe/stages/reference"
+	"github.com/dpopipe/dpopipe/stages/train"
 )
 
 func init() {
 	register(generate.New)
+	register(load.New)
+	register(reference.New)
+	register(train.NewDPO)
+	register(train.NewSFT)
 }
