@@ -10,6 +10,16 @@
 // checkpoints/step-N/. See metrics.go for how metrics are defined and
 // checkpoint.go for the checkpoint format.
 //
+// The dpo stage trains on split == "train" rows; each pair's weight
+// multiplies its loss. The sft stage minimises the mean token NLL pooled
+// over every completion token of a step (row weights are not used).
+// Micro-batches enter a step's gradient with their share of the step's
+// pairs (1/gradient_accumulation_steps when they are full), so accumulation
+// equals one large batch for every loss that is a mean over pairs.
+//
+// A seed fixes the data order and every update: a run is bit-reproducible
+// on one machine as long as the model's kernels reduce in a fixed order.
+//
 // Test hooks (environment): DPOPIPE_TRAIN_STOP_AFTER_STEP=k makes the
 // stage fail right after step k (and its checkpoint, if one is due), as a
 // killed run would; DPOPIPE_TRAIN_INJECT_NAN_STEP=s poisons the loss of
