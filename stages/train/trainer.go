@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"time"
 
 	"github.com/dpopipe/dpopipe/stages/loss"
 	"github.com/dpopipe/dpopipe/stages/model"
@@ -56,6 +57,10 @@ type trainer struct {
 	ldOn  bool
 	ldA   float64
 	stepT int // completion tokens of the current sft step
+
+	// time spent outside the model's kernels (benchmarks): the loss graph
+	// and the gradient and metric bookkeeping, and clipping
+	lossTime, clipTime time.Duration
 }
 
 func newTrainer(cfg *config, m *model.Model, data []pairs.Pair) (*trainer, error) {
@@ -267,7 +272,9 @@ func (t *trainer) trainStep(injectNaN bool) error {
 	if !finite(t.sm.loss) {
 		return &guardError{step: step, what: "the loss", val: t.sm.loss, rows: t.sm.rows}
 	}
+	t0 := time.Now()
 	t.sm.gradNorm = model.ClipGradNorm(t.m.Grads, t.cfg.MaxGradNorm)
+	t.clipTime += time.Since(t0)
 	if !finite(t.sm.gradNorm) {
 		return &guardError{step: step, what: "the gradient norm", val: t.sm.gradNorm, rows: t.sm.rows}
 	}
@@ -341,6 +348,7 @@ func (t *trainer) dpoMicro(mb []int32, scale float64) error {
 			return &guardError{what: "a policy log-prob", val: lp.Rejected}
 		}
 	}
+	t0 := time.Now()
 	res, err := loss.Compute(t.lp, t.cfg.lossOpts)
 	if err != nil {
 		return err
@@ -365,9 +373,11 @@ func (t *trainer) dpoMicro(mb []int32, scale float64) error {
 			}
 		}
 	}
+	t.lossTime += time.Since(t0)
 	if err := t.r.Backward(dTok); err != nil {
 		return err
 	}
+	t0 = time.Now()
 	// metrics of this micro-batch (TRL: means over its pairs)
 	var lc, lr, gc, gr float64
 	var nc, nr int
@@ -391,6 +401,7 @@ func (t *trainer) dpoMicro(mb []int32, scale float64) error {
 	s[7] += gr / (float64(nr) * v)
 	t.sm.micro++
 	t.sm.loss += res.Loss * scale
+	t.lossTime += time.Since(t0)
 	return nil
 }
 
