@@ -208,7 +208,7 @@ stage "load" "prefs" {
 
 stage "tokenize" "tok" {
   input     = stage.load.prefs
-  tokenizer = "bytes"
+  builtin_tokenizer = "bytes"
 }
 
 stage "length_filter" "balanced" {

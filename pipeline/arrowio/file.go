@@ -46,7 +46,7 @@ func (a *File) Record() arrow.RecordBatch              { return a.cur }
 func (a *File) Err() error                             { return a.err }
 func (a *File) NumRecords() int                        { return a.r.NumRecords() }
 func (a *File) Metadata() arrow.Metadata               { return a.r.Schema().Metadata() }
-func (a *File) Batch(i int) (arrow.RecordBatch, error) { return a.r.RecordBatch(i) }
+func (a *File) Batch(i int) (arrow.RecordBatch, error) { return a.r.RecordBatchAt(i) }
 
 func (a *File) Next() bool {
 	if a.cur != nil {
@@ -56,7 +56,7 @@ func (a *File) Next() bool {
 	if a.i >= a.r.NumRecords() {
 		return false
 	}
-	rec, err := a.r.RecordBatch(a.i)
+	rec, err := a.r.RecordBatchAt(a.i)
 	if err != nil {
 		a.err = err
 		return false
@@ -94,7 +94,7 @@ func Cat(data []byte, w io.Writer) (err error) {
 		}
 		defer fr.Close()
 		for i := 0; i < fr.NumRecords(); i++ {
-			rec, err := fr.RecordBatch(i)
+			rec, err := fr.RecordBatchAt(i)
 			if err != nil {
 				return fmt.Errorf("batch %d: %w", i, err)
 			}
