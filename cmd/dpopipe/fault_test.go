@@ -50,7 +50,12 @@ variable "label" {
 		time.Sleep(delay)
 		victim := "host"
 		if rng.IntN(2) == 0 {
-			if pids := runningPids(runDir); len(pids) > 0 {
+			pids := runningPids(runDir)
+			for wait := 0; len(pids) == 0 && wait < 100; wait++ {
+				time.Sleep(20 * time.Millisecond)
+				pids = runningPids(runDir)
+			}
+			if len(pids) > 0 {
 				pid := pids[rng.IntN(len(pids))]
 				syscall.Kill(pid, syscall.SIGKILL)
 				victim = "plugin " + strconv.Itoa(pid)

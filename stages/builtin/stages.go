@@ -4,6 +4,7 @@ import (
 	"github.com/dpopipe/dpopipe/stages/generate"
 	"github.com/dpopipe/dpopipe/stages/load"
 	"github.com/dpopipe/dpopipe/stages/reference"
+	"github.com/dpopipe/dpopipe/stages/tokenize"
 	"github.com/dpopipe/dpopipe/stages/train"
 )
 
@@ -11,6 +12,7 @@ func init() {
 	register(generate.New)
 	register(load.New)
 	register(reference.New)
+	register(tokenize.New)
 	register(train.NewDPO)
 	register(train.NewSFT)
 }
