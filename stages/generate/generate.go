@@ -63,7 +63,7 @@ func (*Stage) Spec() sdk.Spec {
 			{Name: "max_len", Type: "number", Default: sdk.Def(6), Description: "Longest word (reverse, sort, upper)."},
 			{Name: "digits", Type: "number", Default: sdk.Def(2), Description: "Largest number of digits of an operand (add)."},
 			{Name: "alphabet", Type: "string", Default: sdk.Def("abcdefghijklmnopqrstuvwxyz"),
-				Description: "Letters the words are drawn from (reverse, sort, upper)."},
+				Description: "Distinct letters the words are drawn from (reverse, sort, upper); a word never repeats a letter."},
 			{Name: "sft_correct_fraction", Type: "number",
 				Description: "Unset for a preference table. When set, the table is an SFT mix instead, for an sft stage with target = \"chosen\": " +
 					"chosen holds the correct answer on this fraction of rows and the wrong one on the others (rejected holds the other answer)."},
@@ -95,14 +95,22 @@ func parse(c sdk.Config) (*options, error) {
 	if !(o.EvalFraction >= 0 && o.EvalFraction <= 1) {
 		errs = append(errs, sdk.Errorf("eval_fraction", "Invalid eval_fraction", "%v: use a number in [0, 1]", o.EvalFraction))
 	}
-	if o.MinLen < 1 || o.MaxLen < o.MinLen || o.MaxLen > 64 {
-		errs = append(errs, sdk.Errorf("max_len", "Invalid lengths", "min_len %d, max_len %d: need 1 <= min_len <= max_len <= 64", o.MinLen, o.MaxLen))
+	if o.MinLen < 2 || o.MaxLen < o.MinLen || o.MaxLen > 64 {
+		errs = append(errs, sdk.Errorf("max_len", "Invalid lengths", "min_len %d, max_len %d: need 2 <= min_len <= max_len <= 64", o.MinLen, o.MaxLen))
 	}
 	if o.Digits < 1 || o.Digits > 9 {
 		errs = append(errs, sdk.Errorf("digits", "Invalid digits", "%d: use 1 to 9", o.Digits))
 	}
-	if len(o.Alphabet) < 2 {
-		errs = append(errs, sdk.Errorf("alphabet", "Alphabet too small", "give at least two distinct letters"))
+	if len(o.Alphabet) < 2 || len(o.Alphabet) < o.MaxLen {
+		errs = append(errs, sdk.Errorf("alphabet", "Alphabet too small", "words are made of distinct letters: give at least max(2, max_len) distinct letters"))
+	}
+	seen := map[byte]bool{}
+	for i := 0; i < len(o.Alphabet); i++ {
+		if seen[o.Alphabet[i]] {
+			errs = append(errs, sdk.Errorf("alphabet", "Repeated letter", "%q appears twice in alphabet", o.Alphabet[i:i+1]))
+			break
+		}
+		seen[o.Alphabet[i]] = true
 	}
 	for i := 0; i < len(o.Alphabet); i++ {
 		if c := o.Alphabet[i]; c < 0x21 || c > 0x7e || c == '=' {

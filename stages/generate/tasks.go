@@ -47,20 +47,16 @@ func lookupTask(name string) (task, bool) {
 	return task{}, false
 }
 
-func randWord(rng *rand.Rand, o *options, distinctEnds bool) string {
-	for {
-		n := o.MinLen + rng.IntN(o.MaxLen-o.MinLen+1)
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = o.Alphabet[rng.IntN(len(o.Alphabet))]
-		}
-		// A word that reads the same both ways (or is already sorted) has no
-		// wrong answer of the systematic kind; draw again.
-		if distinctEnds && b[0] == b[n-1] {
-			continue
-		}
-		return string(b)
+// randWord draws a word of distinct letters, so that every letter of the
+// answer has one source position in the prompt.
+func randWord(rng *rand.Rand, o *options) string {
+	n := o.MinLen + rng.IntN(o.MaxLen-o.MinLen+1)
+	letters := []byte(o.Alphabet)
+	for i := 0; i < n; i++ {
+		j := i + rng.IntN(len(letters)-i)
+		letters[i], letters[j] = letters[j], letters[i]
 	}
+	return string(letters[:n])
 }
 
 func reverseString(s string) string {
@@ -70,13 +66,13 @@ func reverseString(s string) string {
 }
 
 func makeReverse(rng *rand.Rand, o *options) example {
-	w := randWord(rng, o, true)
+	w := randWord(rng, o)
 	return example{Prompt: "rev " + w + "=", Correct: reverseString(w), Wrong: w}
 }
 
 func makeSort(rng *rand.Rand, o *options) example {
 	for {
-		w := randWord(rng, o, false)
+		w := randWord(rng, o)
 		b := []byte(w)
 		slices.Sort(b)
 		asc := string(b)
@@ -103,7 +99,7 @@ func makeAdd(rng *rand.Rand, o *options) example {
 
 func makeUpper(rng *rand.Rand, o *options) example {
 	for {
-		w := randWord(rng, o, false)
+		w := randWord(rng, o)
 		u := strings.ToUpper(w)
 		if u == w {
 			continue
