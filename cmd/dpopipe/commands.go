@@ -161,12 +161,16 @@ func newGraphCmd() *cobra.Command {
 }
 
 func newStagesCmd() *cobra.Command {
-	var verbose bool
+	var verbose, markdown bool
 	cmd := &cobra.Command{
 		Use:   "stages [TYPE]",
 		Short: "List built-in and discovered stage types with their configuration",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if markdown {
+				writeStagesMarkdown(os.Stdout)
+				return nil
+			}
 			cat, err := runner.NewCatalog(nil)
 			if err != nil {
 				return err
@@ -189,6 +193,7 @@ func newStagesCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "show every attribute")
+	cmd.Flags().BoolVar(&markdown, "markdown", false, "print the built-in stages' reference as Markdown (docs/stages.md)")
 	return cmd
 }
 

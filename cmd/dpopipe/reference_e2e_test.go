@@ -20,6 +20,7 @@ import (
 
 	"github.com/dpopipe/dpopipe/internal/testassets"
 	"github.com/dpopipe/dpopipe/pipeline/arrowio"
+	"github.com/dpopipe/dpopipe/pipeline/cache"
 	"github.com/dpopipe/dpopipe/stages/model"
 	"github.com/dpopipe/dpopipe/stages/pairs"
 )
@@ -211,8 +212,12 @@ func TestReferenceReuseAcrossRuns(t *testing.T) {
 		t.Fatalf("after appending 10 pairs: hit %v computed %d reused %d", ref5.CacheHit, *ref5.RowsComputed, *ref5.RowsReused)
 	}
 	ls := e.run("cache", "ls")
-	if !strings.Contains(ls.stdout, "reference_logprobs.ref") {
-		t.Fatalf("cache ls lacks the reference entry:\n%s", ls.stdout)
+	digest, err := cache.HashTree(modelPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(ls.stdout, "reference_logprobs.ref") || !strings.Contains(ls.stdout, digest[:12]) {
+		t.Fatalf("cache ls lacks the reference entry with its model digest %s:\n%s", digest[:12], ls.stdout)
 	}
 }
 

@@ -715,9 +715,9 @@ func (r *Runner) execStage(ctx context.Context, s *config.Stage, deps map[string
 	statsJSON, _ := json.Marshal(stats)
 	entry := cache.Entry{Key: p.key, StageType: s.Type, StageName: s.Name, Parts: p.parts, Rows: rows,
 		Meta: map[string]string{"stats": string(statsJSON)}}
-	for k, v := range stats {
-		if strings.HasPrefix(k, "meta/") {
-			entry.Meta[strings.TrimPrefix(k, "meta/")] = fmt.Sprint(v)
+	for k, v := range res.Meta {
+		if k != "stats" {
+			entry.Meta[k] = v
 		}
 	}
 	out := &result{key: p.key, rows: rows}

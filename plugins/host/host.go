@@ -231,6 +231,7 @@ func (c *Client) wrap(err error) error {
 // RunResult is what a finished run reports.
 type RunResult struct {
 	Stats map[string]int64
+	Meta  map[string]string
 	// Schema is the output schema, nil when the stage wrote no table.
 	Schema *arrow.Schema
 }
@@ -265,6 +266,7 @@ func (c *Client) Run(ctx context.Context, req protocol.RunRequest, input array.R
 		if ev.Kind == protocol.EventDone {
 			done = true
 			res.Stats = ev.Stats
+			res.Meta = ev.Meta
 			return
 		}
 		if onEvent != nil {

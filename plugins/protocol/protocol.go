@@ -69,18 +69,22 @@ const (
 	EventStat     = "stat"
 	EventPrint    = "print"
 	EventDone     = "done"
+	// EventMeta carries a string annotation for the cache entry (Name,
+	// Message), such as the model digest shown by dpopipe cache ls.
+	EventMeta = "meta"
 )
 
 // Event is a message from a running stage to the host.
 type Event struct {
-	Kind    string           `json:"kind"`
-	Done    int64            `json:"done,omitempty"`
-	Total   int64            `json:"total,omitempty"`
-	Unit    string           `json:"unit,omitempty"`
-	Name    string           `json:"name,omitempty"`
-	Value   int64            `json:"value,omitempty"`
-	Message string           `json:"message,omitempty"`
-	Stats   map[string]int64 `json:"stats,omitempty"`
+	Kind    string            `json:"kind"`
+	Done    int64             `json:"done,omitempty"`
+	Total   int64             `json:"total,omitempty"`
+	Unit    string            `json:"unit,omitempty"`
+	Name    string            `json:"name,omitempty"`
+	Value   int64             `json:"value,omitempty"`
+	Message string            `json:"message,omitempty"`
+	Stats   map[string]int64  `json:"stats,omitempty"`
+	Meta    map[string]string `json:"meta,omitempty"`
 }
 
 // AttrError is a configuration error tied to one attribute.

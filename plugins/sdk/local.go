@@ -16,6 +16,7 @@ type LocalResult struct {
 	Output []arrow.RecordBatch
 	Stats  map[string]int64
 	Prints []string
+	Meta   map[string]string
 }
 
 // Release releases the output batches.
@@ -69,7 +70,7 @@ func RunLocal(ctx context.Context, stage Stage, cfg any, opts LocalOptions) (*Lo
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	sink := &localSink{stats: map[string]int64{}}
+	sink := &localSink{stats: map[string]int64{}, meta: map[string]string{}}
 	run := &Run{Config: config, Dir: opts.Dir, RunDir: opts.RunDir, CacheDir: opts.CacheDir,
 		NoCache: opts.NoCache, Stage: stage.Spec().Type + ".local", Log: log, sink: sink}
 	if opts.Input != nil {
@@ -87,7 +88,7 @@ func RunLocal(ctx context.Context, stage Stage, cfg any, opts LocalOptions) (*Lo
 		sink.release()
 		return nil, err
 	}
-	return &LocalResult{Output: sink.out, Stats: sink.stats, Prints: sink.prints}, nil
+	return &LocalResult{Output: sink.out, Stats: sink.stats, Prints: sink.prints, Meta: sink.meta}, nil
 }
 
 type localSink struct {
@@ -95,6 +96,7 @@ type localSink struct {
 	out    []arrow.RecordBatch
 	stats  map[string]int64
 	prints []string
+	meta   map[string]string
 }
 
 func (s *localSink) write(rec arrow.RecordBatch) error {
@@ -116,6 +118,8 @@ func (s *localSink) event(ev event) error {
 		s.stats[ev.Name] = ev.Value
 	case "print":
 		s.prints = append(s.prints, ev.Message)
+	case "meta":
+		s.meta[ev.Name] = ev.Message
 	}
 	return nil
 }

@@ -212,6 +212,7 @@ type streamSink struct {
 	w      *flight.Writer
 	schema *arrow.Schema
 	stats  map[string]int64
+	meta   map[string]string
 }
 
 func (s *streamSink) write(rec arrow.RecordBatch) error {
@@ -236,6 +237,15 @@ func (s *streamSink) write(rec arrow.RecordBatch) error {
 func (s *streamSink) event(ev event) error {
 	pev := protocol.Event{Kind: ev.Kind, Done: ev.Done, Total: ev.Total, Unit: ev.Unit,
 		Name: ev.Name, Value: ev.Value, Message: ev.Message}
+	if ev.Kind == "meta" {
+		s.mu.Lock()
+		if s.meta == nil {
+			s.meta = map[string]string{}
+		}
+		s.meta[ev.Name] = ev.Message
+		s.mu.Unlock()
+		return nil
+	}
 	if ev.Kind == "stat" {
 		s.mu.Lock()
 		if s.stats == nil {
@@ -261,9 +271,9 @@ func (s *streamSink) finish() error {
 			return err
 		}
 	}
-	stats := s.stats
+	stats, meta := s.stats, s.meta
 	s.mu.Unlock()
-	b, _ := json.Marshal(protocol.Event{Kind: protocol.EventDone, Stats: stats})
+	b, _ := json.Marshal(protocol.Event{Kind: protocol.EventDone, Stats: stats, Meta: meta})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stream.Send(&flight.FlightData{AppMetadata: b})

@@ -196,6 +196,14 @@ func (r *Run) SetStat(name string, v int64) {
 	}
 }
 
+// SetMeta records a short string annotation for the stage's cache entry,
+// such as "model_digest" (shown by dpopipe cache ls).
+func (r *Run) SetMeta(name, value string) {
+	if r.sink != nil {
+		_ = r.sink.event(event{Kind: "meta", Name: name, Message: value})
+	}
+}
+
 // Printf shows a line on the console under the stage's name (metrics lines,
 // diagnostics summaries). It also goes to the stage log.
 func (r *Run) Printf(format string, args ...any) {

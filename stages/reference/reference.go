@@ -287,6 +287,7 @@ func (*Stage) Run(ctx context.Context, run *sdk.Run) error {
 			}
 		}
 	}
+	run.SetMeta("model_digest", digest)
 	run.SetStat(StatRowsReused, reused)
 	run.SetStat(StatRowsComputed, computed)
 
