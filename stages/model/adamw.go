@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 )
 
 // AdamW is Adam with decoupled weight decay over a flat buffer, with PyTorch
@@ -34,17 +35,57 @@ func (o *AdamW) Update(params, grads []float32, lr float64) {
 	stepSize := float32(lr / bc1)
 	sqrtBC2 := float32(math.Sqrt(bc2))
 	eps := float32(o.Eps)
-	workers.rows(len(params), 1<<14, func(_, lo, hi int) {
-		p, g, m, v := params[lo:hi], grads[lo:hi], o.M[lo:hi], o.V[lo:hi]
-		for i := range p {
-			gi := g[i]
-			mi := b1*m[i] + (1-b1)*gi
-			vi := b2*v[i] + (1-b2)*gi*gi
-			m[i], v[i] = mi, vi
-			denom := float32(math.Sqrt(float64(vi)))/sqrtBC2 + eps
-			p[i] = p[i]*decay - stepSize*mi/denom
-		}
-	})
+	t := getAdamTask()
+	*t = adamTask{p: params, g: grads, m: o.M, v: o.V, b1: b1, b2: b2, decay: decay, stepSize: stepSize,
+		sqrtBC2: sqrtBC2, eps: eps, fn: t.fn}
+	workers.rows(len(params), 1<<14, t.fn)
+	putAdamTask(t)
+}
+
+// adamTask is the argument set of one Update's row kernel, recycled so that
+// Update does not allocate.
+type adamTask struct {
+	p, g, m, v                            []float32
+	b1, b2, decay, stepSize, sqrtBC2, eps float32
+	fn                                    func(part, lo, hi int)
+}
+
+var adamFree struct {
+	sync.Mutex
+	l []*adamTask
+}
+
+func getAdamTask() *adamTask {
+	adamFree.Lock()
+	defer adamFree.Unlock()
+	if l := len(adamFree.l); l > 0 {
+		t := adamFree.l[l-1]
+		adamFree.l = adamFree.l[:l-1]
+		return t
+	}
+	t := new(adamTask)
+	t.fn = t.rows
+	return t
+}
+
+func putAdamTask(t *adamTask) {
+	t.p, t.g, t.m, t.v = nil, nil, nil, nil
+	adamFree.Lock()
+	adamFree.l = append(adamFree.l, t)
+	adamFree.Unlock()
+}
+
+func (t *adamTask) rows(_, lo, hi int) {
+	p, g, m, v := t.p[lo:hi], t.g[lo:hi], t.m[lo:hi], t.v[lo:hi]
+	b1, b2, decay, stepSize, sqrtBC2, eps := t.b1, t.b2, t.decay, t.stepSize, t.sqrtBC2, t.eps
+	for i := range p {
+		gi := g[i]
+		mi := b1*m[i] + (1-b1)*gi
+		vi := b2*v[i] + (1-b2)*gi*gi
+		m[i], v[i] = mi, vi
+		denom := float32(math.Sqrt(float64(vi)))/sqrtBC2 + eps
+		p[i] = p[i]*decay - stepSize*mi/denom
+	}
 }
 
 const adamMagic = "dpoAdamW1"

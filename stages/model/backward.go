@@ -77,19 +77,25 @@ func (r *Runner) Backward(dTokenLogps [][]float32) error {
 }
 
 // rmsBack accumulates into dx the gradient of a row-wise RMSNorm and into dw
-// the gradient of its weight.
+// the gradient of its weight. The weight gradient is summed per part and
+// the parts are added in order, so the result does not depend on
+// scheduling.
 func (r *Runner) rmsBack(dx, dw, dy, x, inv, w []float32) {
-	d := r.m.Config.Dim
 	nw := workers.n
 	for i := 0; i < nw; i++ {
 		clear(r.dwRMS[i])
 	}
-	workers.rows(r.n, 16, func(wk, lo, hi int) {
-		rmsnormBackRows(dx, r.dwRMS[wk], dy, x, inv, w, d, lo, hi)
-	})
+	c := &r.cur
+	c.rmsDx, c.rmsDy, c.rmsX, c.rmsR, c.rmsW = dx, dy, x, inv, w
+	workers.rows(r.n, rowsPerPart, r.fn.rmsBack)
 	for i := 0; i < nw; i++ {
 		addTo(dw, r.dwRMS[i])
 	}
+}
+
+func (r *Runner) rmsBackRows(part, lo, hi int) {
+	c := &r.cur
+	rmsnormBackRows(c.rmsDx, r.dwRMS[part], c.rmsDy, c.rmsX, c.rmsR, c.rmsW, r.m.Config.Dim, lo, hi)
 }
 
 func (r *Runner) headBackward(dTok [][]float32, dxnf []float32) {
@@ -97,70 +103,116 @@ func (r *Runner) headBackward(dTok [][]float32, dxnf []float32) {
 	d, v := cfg.Dim, cfg.VocabSize
 	lay := &r.m.lay
 	wcls := lay.wclsView(r.m.Params)
+	gw := lay.wclsView(r.m.Grads)
 	nh := len(r.headRow)
-	chunks := (nh + headChunk - 1) / headChunk
-	for w := range r.dWcls {
-		clear(r.dWcls[w])
+	r.dxh = grow(r.dxh, nh*d)
+	r.cur.dTok = dTok
+	if r.logitsKept {
+		// the kept logits become their gradient: a second Backward of the
+		// same Forward recomputes them
+		r.logitsKept = false
+		// d(logits) in place of the kept logits, then two whole products
+		workers.rows(nh, 8, r.fn.headGrad)
+		gemm(false, false, nh, d, v, 1, r.probs, v, wcls, d, 0, r.dxh, d)
+		gemm(true, false, v, d, nh, 1, r.probs, v, r.xh, d, 1, gw, d)
+	} else {
+		for w := range r.dWcls {
+			clear(r.dWcls[w])
+		}
+		chunks := (nh + headChunk - 1) / headChunk
+		workers.rows(chunks, 1, r.fn.headB)
+		for w := 0; w < min(workers.n, chunks); w++ {
+			addTo(gw, r.dWcls[w])
+		}
 	}
-	workers.run(chunks, func(w, c int) {
+	r.cur.dTok = nil
+	for k := 0; k < nh; k++ {
+		row := int(r.headRow[k])
+		copy(dxnf[row*d:row*d+d], r.dxh[k*d:k*d+d])
+	}
+}
+
+// headGradRows turns rows [lo, hi) of logits into d(loss)/d(logits).
+func (r *Runner) headGradRows(_, lo, hi int) {
+	v := r.m.Config.VocabSize
+	for k := lo; k < hi; k++ {
+		r.logitGrad(k, r.probs[k*v:k*v+v])
+	}
+}
+
+func (r *Runner) logitGrad(k int, z []float32) {
+	g := r.cur.dTok[r.headSeq[k]][r.headTok[k]]
+	if g == 0 {
+		clear(z)
+		return
+	}
+	lse := r.rowLse[k]
+	for j, x := range z {
+		z[j] = -g * expf(x-lse)
+	}
+	z[r.headTgt[k]] += g
+}
+
+// headBackwardChunk recomputes the logits of chunks [lo, hi) and
+// accumulates their gradients; the LM-head weight gradient goes into the
+// part's own buffer.
+func (r *Runner) headBackwardChunk(part, lo, hi int) {
+	cfg := &r.m.Config
+	d, v := cfg.Dim, cfg.VocabSize
+	wcls := r.m.lay.wclsView(r.m.Params)
+	nh := len(r.headRow)
+	for c := lo; c < hi; c++ {
 		r0 := c * headChunk
 		r1 := min(r0+headChunk, nh)
 		m := r1 - r0
-		xc := r.xc[w]
-		for i := 0; i < m; i++ {
-			row := int(r.headRow[r0+i])
-			copy(xc[i*d:i*d+d], r.xnf[row*d:row*d+d])
-		}
-		lg := r.logits[w]
+		xc := r.xh[r0*d:]
+		lg := r.logits[part]
 		sgemm(false, true, m, v, d, 1, xc, d, wcls, d, 0, lg, v)
 		for i := 0; i < m; i++ {
-			k := r0 + i
-			g := dTok[r.headSeq[k]][r.headTok[k]]
-			z := lg[i*v : i*v+v]
-			if g == 0 {
-				clear(z)
-				continue
-			}
-			lse := r.rowLse[k]
-			for j, x := range z {
-				z[j] = -g * expf(x-lse)
-			}
-			z[r.headTgt[k]] += g
+			r.logitGrad(r0+i, lg[i*v:i*v+v])
 		}
-		dxc := r.dxc[w]
-		sgemm(false, false, m, d, v, 1, lg, v, wcls, d, 0, dxc, d)
-		for i := 0; i < m; i++ {
-			row := int(r.headRow[r0+i])
-			copy(dxnf[row*d:row*d+d], dxc[i*d:i*d+d])
-		}
-		sgemm(true, false, v, d, m, 1, lg, v, xc, d, 1, r.dWcls[w], d)
-	})
-	gw := lay.wclsView(r.m.Grads)
-	for w := 0; w < min(workers.n, chunks); w++ {
-		addTo(gw, r.dWcls[w])
+		sgemm(false, false, m, d, v, 1, lg, v, wcls, d, 0, r.dxh[r0*d:], d)
+		sgemm(true, false, v, d, m, 1, lg, v, xc, d, 1, r.dWcls[part], d)
+	}
+}
+
+func (r *Runner) swigluBackRows(_, lo, hi int) {
+	a, dg, dh1 := r.cur.a, r.cur.dg, r.cur.dh1
+	for i := lo; i < hi; i++ {
+		h1 := a.h1[i]
+		s := sigmoid(h1)
+		silu := h1 * s
+		gg := dg[i]
+		dh1[i] = gg * a.h3[i] * s * (1 + h1*(1-s))
+		dg[i] = gg * silu // now d(h3)
+	}
+}
+
+func (r *Runner) ropeBackRows(_, lo, hi int) {
+	cfg := &r.m.Config
+	d, kvd, hs := cfg.Dim, cfg.KVDim(), cfg.HeadSize()
+	dq, dk := r.cur.dq, r.cur.dk
+	for i := lo; i < hi; i++ {
+		p := int(r.pos[i])
+		r.rope.rotate(dq[i*d:i*d+d], cfg.NHeads, hs, p, cfg.Rope, true)
+		r.rope.rotate(dk[i*kvd:i*kvd+kvd], cfg.NKVHeads, hs, p, cfg.Rope, true)
 	}
 }
 
 func (r *Runner) layerBackward(a *layerActs, w, gw weights, x, dx []float32) {
 	cfg := &r.m.Config
-	d, kvd, f, hs := cfg.Dim, cfg.KVDim(), cfg.HiddenDim, cfg.HeadSize()
+	d, kvd, f := cfg.Dim, cfg.KVDim(), cfg.HiddenDim
 	n := r.n
+	c := &r.cur
+	c.a, c.w = a, w
 
 	// MLP: xout = x2 + w2(g), g = silu(h1)·h3
 	dg := r.dh3[:n*f]
 	gemm(false, false, n, f, d, 1, dx, d, w.w2, f, 0, dg, f)
 	gemm(true, false, d, f, n, 1, dx, d, a.g, f, 1, gw.w2, f)
 	dh1 := r.dh1[:n*f]
-	workers.rows(n*f, 4096, func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			h1 := a.h1[i]
-			s := sigmoid(h1)
-			silu := h1 * s
-			gg := dg[i]
-			dh1[i] = gg * a.h3[i] * s * (1 + h1*(1-s))
-			dg[i] = gg * silu // now d(h3)
-		}
-	})
+	c.dg, c.dh1 = dg, dh1
+	workers.rows(n*f, 4096, r.fn.swigluBack)
 	dh3 := dg
 	dxn := r.dxn[:n*d]
 	gemm(false, false, n, d, f, 1, dh1, f, w.w1, d, 0, dxn, d)
@@ -174,14 +226,9 @@ func (r *Runner) layerBackward(a *layerActs, w, gw weights, x, dx []float32) {
 	gemm(false, false, n, d, d, 1, dx, d, w.wo, d, 0, dao, d)
 	gemm(true, false, d, d, n, 1, dx, d, a.ao, d, 1, gw.wo, d)
 	dq, dk, dv := r.dq[:n*d], r.dk[:n*kvd], r.dv[:n*kvd]
-	r.attentionBackward(a, dao, dq, dk, dv)
-	workers.rows(n, 16, func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			p := int(r.pos[i])
-			r.rope.rotate(dq[i*d:i*d+d], cfg.NHeads, hs, p, cfg.Rope, true)
-			r.rope.rotate(dk[i*kvd:i*kvd+kvd], cfg.NKVHeads, hs, p, cfg.Rope, true)
-		}
-	})
+	c.dq, c.dk, c.dv, c.dao = dq, dk, dv, dao
+	workers.run(r.nseq*cfg.NKVHeads, r.fn.attB)
+	workers.rows(n, rowsPerPart, r.fn.ropeBack)
 	if gw.bq != nil {
 		for i := 0; i < n; i++ {
 			addTo(gw.bq, dq[i*d:i*d+d])
@@ -198,52 +245,54 @@ func (r *Runner) layerBackward(a *layerActs, w, gw weights, x, dx []float32) {
 	r.rmsBack(dx, gw.rmsAtt, dxn, x, a.r, w.rmsAtt)
 }
 
-func (r *Runner) attentionBackward(a *layerActs, dao, dq, dk, dv []float32) {
+// attentionBackwardTask backpropagates the attention of one sequence and
+// KV head (all the query heads of its group).
+func (r *Runner) attentionBackwardTask(wk, task int) {
 	cfg := &r.m.Config
+	a := r.cur.a
+	dao, dq, dk, dv := r.cur.dao, r.cur.dq, r.cur.dk, r.cur.dv
 	d, kvd, hs := cfg.Dim, cfg.KVDim(), cfg.HeadSize()
 	group := cfg.NHeads / cfg.NKVHeads
 	scale := float32(1 / math.Sqrt(float64(hs)))
-	workers.run(r.nseq*cfg.NKVHeads, func(wk, task int) {
-		s, g := task/cfg.NKVHeads, task%cfg.NKVHeads
-		o := r.offs[s]
-		T := r.offs[s+1] - o
-		K := a.k[o*kvd+g*hs:]
-		V := a.v[o*kvd+g*hs:]
-		dK := dk[o*kvd+g*hs:]
-		dV := dv[o*kvd+g*hs:]
-		for i := 0; i < T; i++ {
-			clear(dK[i*kvd : i*kvd+hs])
-			clear(dV[i*kvd : i*kvd+hs])
-		}
-		dS := r.dS[wk]
-		for h := g * group; h < (g+1)*group; h++ {
-			Q := a.q[o*d+h*hs:]
-			dQ := dq[o*d+h*hs:]
-			dO := dao[o*d+h*hs:]
-			P := a.att[r.attOffs[s]+h*T*T:]
-			for r0 := 0; r0 < T; r0 += attBlock {
-				r1 := min(r0+attBlock, T)
-				rb := r1 - r0
-				// dP = dO Vᵀ
-				sgemm(false, true, rb, r1, hs, 1, dO[r0*d:], d, V, kvd, 0, dS, r1)
-				// dV += Pᵀ dO
-				sgemm(true, false, r1, hs, rb, 1, P[r0*T:], T, dO[r0*d:], d, 1, dV, kvd)
-				for i := r0; i < r1; i++ {
-					pr := P[i*T : i*T+i+1]
-					dr := dS[(i-r0)*r1 : (i-r0)*r1+r1]
-					var dot float32
-					for j, p := range pr {
-						dot += p * dr[j]
-					}
-					for j, p := range pr {
-						dr[j] = p * (dr[j] - dot)
-					}
-					clear(dr[i+1:])
+	s, g := task/cfg.NKVHeads, task%cfg.NKVHeads
+	o := r.offs[s]
+	T := r.offs[s+1] - o
+	K := a.k[o*kvd+g*hs:]
+	V := a.v[o*kvd+g*hs:]
+	dK := dk[o*kvd+g*hs:]
+	dV := dv[o*kvd+g*hs:]
+	for i := 0; i < T; i++ {
+		clear(dK[i*kvd : i*kvd+hs])
+		clear(dV[i*kvd : i*kvd+hs])
+	}
+	dS := r.dS[wk]
+	for h := g * group; h < (g+1)*group; h++ {
+		Q := a.q[o*d+h*hs:]
+		dQ := dq[o*d+h*hs:]
+		dO := dao[o*d+h*hs:]
+		P := a.att[r.attOffs[s]+h*T*T:]
+		for r0 := 0; r0 < T; r0 += attBlock {
+			r1 := min(r0+attBlock, T)
+			rb := r1 - r0
+			// dP = dO Vᵀ
+			sgemm(false, true, rb, r1, hs, 1, dO[r0*d:], d, V, kvd, 0, dS, r1)
+			// dV += Pᵀ dO
+			sgemm(true, false, r1, hs, rb, 1, P[r0*T:], T, dO[r0*d:], d, 1, dV, kvd)
+			for i := r0; i < r1; i++ {
+				pr := P[i*T : i*T+i+1]
+				dr := dS[(i-r0)*r1 : (i-r0)*r1+r1]
+				var dot float32
+				for j, p := range pr {
+					dot += p * dr[j]
 				}
-				// dQ = scale·dS K ; dK += scale·dSᵀ Q
-				sgemm(false, false, rb, hs, r1, scale, dS, r1, K, kvd, 0, dQ[r0*d:], d)
-				sgemm(true, false, r1, hs, rb, scale, dS, r1, Q[r0*d:], d, 1, dK, kvd)
+				for j, p := range pr {
+					dr[j] = p * (dr[j] - dot)
+				}
+				clear(dr[i+1:])
 			}
+			// dQ = scale·dS K ; dK += scale·dSᵀ Q
+			sgemm(false, false, rb, hs, r1, scale, dS, r1, K, kvd, 0, dQ[r0*d:], d)
+			sgemm(true, false, r1, hs, rb, scale, dS, r1, Q[r0*d:], d, 1, dK, kvd)
 		}
-	})
+	}
 }

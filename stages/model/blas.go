@@ -12,6 +12,50 @@ import (
 // (blas_gonum.go or blas_openblas.go).
 var impl blas.Float32
 
+// gemmPartsPerWorker is how many parts a large product is split into per
+// worker: more than one lets a worker that is delayed (on a shared machine)
+// be covered by the others. The split never changes the result: every
+// element of C is computed by one BLAS call over the full k.
+const gemmPartsPerWorker = 2
+
+// gemmTask is one product split across the pool. Tasks are recycled through
+// a free list so that steady-state steps do not allocate.
+type gemmTask struct {
+	tA, tB        bool
+	m, n, k       int
+	alpha, beta   float32
+	a, b, c       []float32
+	lda, ldb, ldc int
+	step          int
+	splitM        bool
+	fn            func(worker, i int)
+}
+
+var gemmFree struct {
+	sync.Mutex
+	l []*gemmTask
+}
+
+func (g *gemmTask) do(_, p int) {
+	if g.splitM {
+		r0 := p * g.step
+		r1 := min(r0+g.step, g.m)
+		ao := r0 * g.lda
+		if g.tA {
+			ao = r0
+		}
+		sgemm(g.tA, g.tB, r1-r0, g.n, g.k, g.alpha, g.a[ao:], g.lda, g.b, g.ldb, g.beta, g.c[r0*g.ldc:], g.ldc)
+		return
+	}
+	c0 := p * g.step
+	c1 := min(c0+g.step, g.n)
+	bo := c0
+	if g.tB {
+		bo = c0 * g.ldb
+	}
+	sgemm(g.tA, g.tB, g.m, c1-c0, g.k, g.alpha, g.a, g.lda, g.b[bo:], g.ldb, g.beta, g.c[c0:], g.ldc)
+}
+
 // gemm computes C = alpha·op(A)·op(B) + beta·C (row-major, as blas32), splitting
 // large products across the worker pool along the larger of m and n.
 func gemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
@@ -24,33 +68,33 @@ func gemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []flo
 		sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	if m >= n {
-		step := (m + nw - 1) / nw
-		step = (step + 15) &^ 15
-		parts := (m + step - 1) / step
-		workers.run(parts, func(_, p int) {
-			r0 := p * step
-			r1 := min(r0+step, m)
-			ao := r0 * lda
-			if tA {
-				ao = r0
-			}
-			sgemm(tA, tB, r1-r0, n, k, alpha, a[ao:], lda, b, ldb, beta, c[r0*ldc:], ldc)
-		})
-		return
+	gemmFree.Lock()
+	var g *gemmTask
+	if l := len(gemmFree.l); l > 0 {
+		g = gemmFree.l[l-1]
+		gemmFree.l = gemmFree.l[:l-1]
 	}
-	step := (n + nw - 1) / nw
+	gemmFree.Unlock()
+	if g == nil {
+		g = new(gemmTask)
+		g.fn = g.do
+	}
+	*g = gemmTask{tA: tA, tB: tB, m: m, n: n, k: k, alpha: alpha, beta: beta, a: a, b: b, c: c,
+		lda: lda, ldb: ldb, ldc: ldc, splitM: m >= n, fn: g.fn}
+	ext := n
+	if g.splitM {
+		ext = m
+	}
+	// parts of at least 64 rows or columns, aligned to 16
+	parts := max(1, min(nw*gemmPartsPerWorker, ext/64))
+	step := (ext + parts - 1) / parts
 	step = (step + 15) &^ 15
-	parts := (n + step - 1) / step
-	workers.run(parts, func(_, p int) {
-		c0 := p * step
-		c1 := min(c0+step, n)
-		bo := c0
-		if tB {
-			bo = c0 * ldb
-		}
-		sgemm(tA, tB, m, c1-c0, k, alpha, a, lda, b[bo:], ldb, beta, c[c0:], ldc)
-	})
+	g.step = step
+	workers.run((ext+step-1)/step, g.fn)
+	g.a, g.b, g.c = nil, nil, nil
+	gemmFree.Lock()
+	gemmFree.l = append(gemmFree.l, g)
+	gemmFree.Unlock()
 }
 
 // sgemm calls the BLAS on the current goroutine. Slices may extend past the
@@ -91,6 +135,9 @@ type pool struct {
 
 type job struct {
 	fn   func(worker, i int)
+	rfn  func(part, lo, hi int) // set for rows: part i covers [i·step, (i+1)·step)
+	step int
+	size int
 	n    int
 	next atomic.Int64
 	wg   sync.WaitGroup
@@ -120,27 +167,71 @@ func (j *job) work(w int) {
 		if i >= j.n {
 			return
 		}
-		j.fn(w, i)
+		j.call(w, i)
 	}
 }
 
-var jobPool = sync.Pool{New: func() any { return new(job) }}
+func (j *job) call(w, i int) {
+	if j.rfn == nil {
+		j.fn(w, i)
+		return
+	}
+	lo := i * j.step
+	hi := min(lo+j.step, j.size)
+	if lo < hi {
+		j.rfn(i, lo, hi)
+	}
+}
+
+// jobFree recycles jobs (a free list rather than a sync.Pool, which a GC
+// would empty, so that steady-state steps never allocate).
+var jobFree struct {
+	sync.Mutex
+	l []*job
+}
+
+func getJob() *job {
+	jobFree.Lock()
+	defer jobFree.Unlock()
+	if l := len(jobFree.l); l > 0 {
+		j := jobFree.l[l-1]
+		jobFree.l = jobFree.l[:l-1]
+		return j
+	}
+	return new(job)
+}
+
+func putJob(j *job) {
+	j.fn, j.rfn = nil, nil
+	jobFree.Lock()
+	jobFree.l = append(jobFree.l, j)
+	jobFree.Unlock()
+}
 
 // run calls fn(worker, i) for every i in [0, n), spread over the pool. The
 // worker index is in [0, p.n) and is unique among concurrent calls, so it can
-// select per-worker scratch buffers. run must not be nested.
+// select per-worker scratch buffers (but results that depend on which worker
+// ran which i must not be combined: use rows and its part index for
+// deterministic partial sums). run must not be nested. fn should be a
+// function value made once (a stored method value), so that calling run does
+// not allocate.
 func (p *pool) run(n int, fn func(worker, i int)) {
+	p.start(n, fn, nil, 0, 0)
+}
+
+func (p *pool) start(n int, fn func(worker, i int), rfn func(part, lo, hi int), step, size int) {
 	if n <= 0 {
 		return
 	}
+	j := getJob()
+	j.fn, j.rfn, j.step, j.size, j.n = fn, rfn, step, size, n
 	if p.n == 1 || n == 1 {
 		for i := 0; i < n; i++ {
-			fn(0, i)
+			j.call(0, i)
 		}
+		putJob(j)
 		return
 	}
-	j := jobPool.Get().(*job)
-	j.fn, j.n = fn, n
 	j.next.Store(0)
 	helpers := min(p.n, n) - 1
 	j.wg.Add(helpers)
@@ -149,12 +240,13 @@ func (p *pool) run(n int, fn func(worker, i int)) {
 	}
 	j.work(0)
 	j.wg.Wait()
-	j.fn = nil
-	jobPool.Put(j)
+	putJob(j)
 }
 
-// rows runs fn over [0, n) split into contiguous ranges, one per part.
-func (p *pool) rows(n, minPer int, fn func(worker, lo, hi int)) {
+// rows runs fn over [0, n) split into at most p.n contiguous ranges. The
+// part index (< p.n) depends only on n and minPer, never on scheduling, so
+// per-part partial results combined in part order are deterministic.
+func (p *pool) rows(n, minPer int, fn func(part, lo, hi int)) {
 	parts := p.n
 	if minPer < 1 {
 		minPer = 1
@@ -163,11 +255,5 @@ func (p *pool) rows(n, minPer int, fn func(worker, lo, hi int)) {
 		parts = max(1, n/minPer)
 	}
 	step := (n + parts - 1) / parts
-	p.run(parts, func(w, i int) {
-		lo := i * step
-		hi := min(lo+step, n)
-		if lo < hi {
-			fn(w, lo, hi)
-		}
-	})
+	p.start(parts, nil, fn, step, n)
 }

@@ -29,3 +29,15 @@ func expf(x float32) float32 {
 	p = p*r + 1
 	return math.Float32frombits(math.Float32bits(p) + (math.Float32bits(t)-0x4b400000)<<23)
 }
+
+// expSub replaces z[j] by exp(z[j]-mx) and returns their sum, accumulated
+// in order.
+func expSub(z []float32, mx float32) float32 {
+	var sum float32
+	for j, v := range z {
+		e := expf(v - mx)
+		z[j] = e
+		sum += e
+	}
+	return sum
+}

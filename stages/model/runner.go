@@ -79,6 +79,45 @@ type Runner struct {
 	rowLogitSum     []float64
 	rowLogp         []float64
 	rowLse          []float32
+	probs           []float32 // kept LM-head logits of every head row, when within keepLogitsMax
+	xh, dxh         []float32 // gathered final-norm rows at head rows, and their gradient
+	logitsKept      bool
+
+	// arguments of the pooled kernels, set before each pool call, and the
+	// kernels as function values made once, so that steps do not allocate
+	cur kargs
+	fn  kfuncs
+}
+
+type kargs struct {
+	a                        *layerActs
+	w                        weights
+	rmsOut, rmsR, rmsX       []float32
+	rmsW, rmsDy, rmsDx       []float32
+	sc                       Scores
+	dTok                     [][]float32
+	dq, dk, dv, dao, dg, dh1 []float32
+}
+
+type kfuncs struct {
+	rms, qkv, swiglu, rmsBack, swigluBack, ropeBack, headGrad func(part, lo, hi int)
+	attF, headF, attB                                         func(worker, i int)
+	headB                                                     func(part, lo, hi int)
+}
+
+// keepLogitsMax bounds (in floats) the LM-head logits Forward keeps for
+// Backward; larger batches recompute them chunk by chunk.
+var keepLogitsMax = 64 << 20
+
+func (r *Runner) initFuncs() {
+	if r.fn.rms != nil {
+		return
+	}
+	r.fn = kfuncs{
+		rms: r.rmsRows, qkv: r.qkvRows, swiglu: r.swigluRows, rmsBack: r.rmsBackRows,
+		swigluBack: r.swigluBackRows, ropeBack: r.ropeBackRows, headGrad: r.headGradRows,
+		attF: r.attentionForwardTask, headF: r.headForwardChunk, attB: r.attentionBackwardTask, headB: r.headBackwardChunk,
+	}
 }
 
 // NewRunner returns a runner for m.
@@ -212,7 +251,9 @@ func (r *Runner) ensure(layers int) {
 			r.dwRMS[w] = make([]float32, d)
 		}
 	}
+	r.xh = grow(r.xh, len(r.headRow)*d)
 	r.rope.ensure(cfg.SeqLen, cfg.HeadSize(), cfg.RopeTheta)
+	r.initFuncs()
 }
 
 func (r *Runner) ensureBackward() {
@@ -278,11 +319,9 @@ func (r *Runner) forward(seqs []Seq, keep bool) (Scores, error) {
 		w := lay.layer(P, l)
 		r.layerForward(a, w, r.resid[l], r.resid[l+1])
 	}
-	workers.rows(n, 16, func(_, lo, hi int) {
-		rmsnormRows(r.xnf, r.rf, r.resid[nl], lay.rmsFinalView(P), d, lo, hi, cfg.NormEps)
-	})
+	r.rmsnorm(r.xnf, r.rf, r.resid[nl], lay.rmsFinalView(P))
 	sc := r.newScores(seqs)
-	r.headForward(sc)
+	r.headForward(sc, keep)
 	r.kept = keep
 	return sc, nil
 }
@@ -309,45 +348,65 @@ func (r *Runner) newScores(seqs []Seq) Scores {
 	return sc
 }
 
+// rowsPerPart is the smallest row range worth a pool part for row-wise
+// kernels of width about Dim.
+const rowsPerPart = 16
+
+// rmsnorm normalises the n rows of x into out (inverse RMS into inv).
+func (r *Runner) rmsnorm(out, inv, x, w []float32) {
+	r.cur.rmsOut, r.cur.rmsR, r.cur.rmsX, r.cur.rmsW = out, inv, x, w
+	workers.rows(r.n, rowsPerPart, r.fn.rms)
+}
+
+func (r *Runner) rmsRows(_, lo, hi int) {
+	c := &r.cur
+	rmsnormRows(c.rmsOut, c.rmsR, c.rmsX, c.rmsW, r.m.Config.Dim, lo, hi, r.m.Config.NormEps)
+}
+
+// qkvRows adds the biases and applies RoPE to q and k.
+func (r *Runner) qkvRows(_, lo, hi int) {
+	cfg := &r.m.Config
+	d, kvd, hs := cfg.Dim, cfg.KVDim(), cfg.HeadSize()
+	a, w := r.cur.a, &r.cur.w
+	for i := lo; i < hi; i++ {
+		q := a.q[i*d : i*d+d]
+		k := a.k[i*kvd : i*kvd+kvd]
+		if w.bq != nil {
+			addTo(q, w.bq)
+			addTo(k, w.bk)
+			addTo(a.v[i*kvd:i*kvd+kvd], w.bv)
+		}
+		p := int(r.pos[i])
+		r.rope.rotate(q, cfg.NHeads, hs, p, cfg.Rope, false)
+		r.rope.rotate(k, cfg.NKVHeads, hs, p, cfg.Rope, false)
+	}
+}
+
+func (r *Runner) swigluRows(_, lo, hi int) {
+	a := r.cur.a
+	h1, h3, g := a.h1[lo:hi], a.h3[lo:hi], a.g[lo:hi]
+	for i, v := range h1 {
+		g[i] = v * sigmoid(v) * h3[i]
+	}
+}
+
 func (r *Runner) layerForward(a *layerActs, w weights, x, xout []float32) {
 	cfg := &r.m.Config
 	d, kvd, f := cfg.Dim, cfg.KVDim(), cfg.HiddenDim
 	n := r.n
-	hs := cfg.HeadSize()
-	workers.rows(n, 16, func(_, lo, hi int) {
-		rmsnormRows(a.xn, a.r, x, w.rmsAtt, d, lo, hi, cfg.NormEps)
-	})
+	r.cur.a, r.cur.w = a, w
+	r.rmsnorm(a.xn, a.r, x, w.rmsAtt)
 	gemm(false, true, n, d, d, 1, a.xn, d, w.wq, d, 0, a.q, d)
 	gemm(false, true, n, kvd, d, 1, a.xn, d, w.wk, d, 0, a.k, kvd)
 	gemm(false, true, n, kvd, d, 1, a.xn, d, w.wv, d, 0, a.v, kvd)
-	workers.rows(n, 16, func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			q := a.q[i*d : i*d+d]
-			k := a.k[i*kvd : i*kvd+kvd]
-			if w.bq != nil {
-				addTo(q, w.bq)
-				addTo(k, w.bk)
-				addTo(a.v[i*kvd:i*kvd+kvd], w.bv)
-			}
-			p := int(r.pos[i])
-			r.rope.rotate(q, cfg.NHeads, hs, p, cfg.Rope, false)
-			r.rope.rotate(k, cfg.NKVHeads, hs, p, cfg.Rope, false)
-		}
-	})
-	r.attentionForward(a)
+	workers.rows(n, rowsPerPart, r.fn.qkv)
+	workers.run(r.nseq*cfg.NKVHeads, r.fn.attF)
 	copy(a.x2[:n*d], x[:n*d])
 	gemm(false, true, n, d, d, 1, a.ao, d, w.wo, d, 1, a.x2, d)
-	workers.rows(n, 16, func(_, lo, hi int) {
-		rmsnormRows(a.xn2, a.r2, a.x2, w.rmsFFN, d, lo, hi, cfg.NormEps)
-	})
+	r.rmsnorm(a.xn2, a.r2, a.x2, w.rmsFFN)
 	gemm(false, true, n, f, d, 1, a.xn2, d, w.w1, d, 0, a.h1, f)
 	gemm(false, true, n, f, d, 1, a.xn2, d, w.w3, d, 0, a.h3, f)
-	workers.rows(n*f, 4096, func(_, lo, hi int) {
-		h1, h3, g := a.h1[lo:hi], a.h3[lo:hi], a.g[lo:hi]
-		for i, v := range h1 {
-			g[i] = v * sigmoid(v) * h3[i]
-		}
-	})
+	workers.rows(n*f, 4096, r.fn.swiglu)
 	copy(xout[:n*d], a.x2[:n*d])
 	gemm(false, true, n, d, f, 1, a.g, f, w.w2, f, 1, xout, d)
 }
@@ -358,95 +417,104 @@ func addTo(dst, src []float32) {
 	}
 }
 
-// attentionForward computes softmax(QKᵀ/√hs)V with a causal mask, per
-// sequence and head, in row blocks that only touch the causal part.
-func (r *Runner) attentionForward(a *layerActs) {
+// attentionForwardTask computes softmax(QKᵀ/√hs)V with a causal mask for
+// one sequence and KV head (all the query heads of its group), in row
+// blocks that only touch the causal part.
+func (r *Runner) attentionForwardTask(_, task int) {
 	cfg := &r.m.Config
+	a := r.cur.a
 	d, kvd, hs := cfg.Dim, cfg.KVDim(), cfg.HeadSize()
 	group := cfg.NHeads / cfg.NKVHeads
 	scale := float32(1 / math.Sqrt(float64(hs)))
-	workers.run(r.nseq*cfg.NKVHeads, func(_, task int) {
-		s, g := task/cfg.NKVHeads, task%cfg.NKVHeads
-		o := r.offs[s]
-		T := r.offs[s+1] - o
-		K := a.k[o*kvd+g*hs:]
-		V := a.v[o*kvd+g*hs:]
-		for h := g * group; h < (g+1)*group; h++ {
-			Q := a.q[o*d+h*hs:]
-			O := a.ao[o*d+h*hs:]
-			P := a.att[r.attOffs[s]+h*T*T:]
-			for r0 := 0; r0 < T; r0 += attBlock {
-				r1 := min(r0+attBlock, T)
-				sgemm(false, true, r1-r0, r1, hs, scale, Q[r0*d:], d, K, kvd, 0, P[r0*T:], T)
-				for i := r0; i < r1; i++ {
-					row := P[i*T : i*T+r1]
-					mx := row[0]
-					for _, v := range row[1 : i+1] {
-						mx = max(mx, v)
-					}
-					var sum float32
-					for j := 0; j <= i; j++ {
-						e := expf(row[j] - mx)
-						row[j] = e
-						sum += e
-					}
-					inv := 1 / sum
-					for j := 0; j <= i; j++ {
-						row[j] *= inv
-					}
-					clear(row[i+1:])
-				}
-				sgemm(false, false, r1-r0, hs, r1, 1, P[r0*T:], T, V, kvd, 0, O[r0*d:], d)
+	s, g := task/cfg.NKVHeads, task%cfg.NKVHeads
+	o := r.offs[s]
+	T := r.offs[s+1] - o
+	K := a.k[o*kvd+g*hs:]
+	V := a.v[o*kvd+g*hs:]
+	for h := g * group; h < (g+1)*group; h++ {
+		Q := a.q[o*d+h*hs:]
+		O := a.ao[o*d+h*hs:]
+		P := a.att[r.attOffs[s]+h*T*T:]
+		for r0 := 0; r0 < T; r0 += attBlock {
+			r1 := min(r0+attBlock, T)
+			sgemm(false, true, r1-r0, r1, hs, scale, Q[r0*d:], d, K, kvd, 0, P[r0*T:], T)
+			for i := r0; i < r1; i++ {
+				softmaxCausal(P[i*T:i*T+r1], i+1)
 			}
+			sgemm(false, false, r1-r0, hs, r1, 1, P[r0*T:], T, V, kvd, 0, O[r0*d:], d)
 		}
-	})
+	}
+}
+
+// softmaxCausal replaces row[:n] by its softmax and zeroes row[n:].
+func softmaxCausal(row []float32, n int) {
+	z := row[:n]
+	mx := z[0]
+	for _, v := range z[1:] {
+		if v > mx {
+			mx = v
+		}
+	}
+	sum := expSub(z, mx)
+	inv := 1 / sum
+	for j := range z {
+		z[j] *= inv
+	}
+	clear(row[n:])
 }
 
 // headForward computes log-softmax of the LM head at the rows that predict a
-// completion token, headChunk rows at a time.
-func (r *Runner) headForward(sc Scores) {
+// completion token, headChunk rows at a time. With keep and a small enough
+// batch the logits are kept for Backward.
+func (r *Runner) headForward(sc Scores, keep bool) {
 	cfg := &r.m.Config
 	d, v := cfg.Dim, cfg.VocabSize
-	wcls := r.m.lay.wclsView(r.m.Params)
 	nh := len(r.headRow)
-	chunks := (nh + headChunk - 1) / headChunk
-	// per-chunk partial logit sums go into TokenLogps' sequences via a
-	// serial pass below; collect per-row values first.
-	if cap(r.rowLogitSum) < nh {
-		r.rowLogitSum = make([]float64, nh)
-	}
-	rls := r.rowLogitSum[:nh]
-	if cap(r.rowLogp) < nh {
-		r.rowLogp = make([]float64, nh)
-	}
-	rlp := r.rowLogp[:nh]
+	r.rowLogitSum = grow(r.rowLogitSum, nh)
+	r.rowLogp = grow(r.rowLogp, nh)
 	r.rowLse = grow(r.rowLse, nh)
-	workers.run(chunks, func(w, c int) {
-		r0 := c * headChunk
-		r1 := min(r0+headChunk, nh)
-		m := r1 - r0
-		xc := r.xc[w]
-		for i := 0; i < m; i++ {
-			row := int(r.headRow[r0+i])
-			copy(xc[i*d:i*d+d], r.xnf[row*d:row*d+d])
-		}
-		lg := r.logits[w]
-		sgemm(false, true, m, v, d, 1, xc, d, wcls, d, 0, lg, v)
-		for i := 0; i < m; i++ {
-			z := lg[i*v : i*v+v]
-			lse, sum := logSumExp(z)
-			k := r0 + i
-			lp := float64(z[r.headTgt[k]]) - lse
-			sc.TokenLogps[r.headSeq[k]][r.headTok[k]] = float32(lp)
-			rls[k] = sum
-			rlp[k] = lp
-			r.rowLse[k] = float32(lse)
-		}
-	})
+	r.logitsKept = keep && nh*v <= keepLogitsMax
+	if r.logitsKept {
+		r.probs = grow(r.probs, nh*v)
+	}
+	for k := 0; k < nh; k++ {
+		row := int(r.headRow[k])
+		copy(r.xh[k*d:k*d+d], r.xnf[row*d:row*d+d])
+	}
+	r.cur.sc = sc
+	workers.run((nh+headChunk-1)/headChunk, r.fn.headF)
+	rls, rlp := r.rowLogitSum, r.rowLogp
 	for k := 0; k < nh; k++ {
 		s := r.headSeq[k]
 		sc.Logp[s] += rlp[k]
 		sc.LogitSum[s] += rls[k]
+	}
+	r.cur.sc = Scores{}
+}
+
+func (r *Runner) headForwardChunk(w, c int) {
+	cfg := &r.m.Config
+	d, v := cfg.Dim, cfg.VocabSize
+	wcls := r.m.lay.wclsView(r.m.Params)
+	nh := len(r.headRow)
+	r0 := c * headChunk
+	r1 := min(r0+headChunk, nh)
+	m := r1 - r0
+	lg := r.logits[w]
+	if r.logitsKept {
+		lg = r.probs[r0*v:]
+	}
+	sgemm(false, true, m, v, d, 1, r.xh[r0*d:], d, wcls, d, 0, lg, v)
+	sc := &r.cur.sc
+	for i := 0; i < m; i++ {
+		z := lg[i*v : i*v+v]
+		lse, sum := logSumExp(z)
+		k := r0 + i
+		lp := float64(z[r.headTgt[k]]) - lse
+		sc.TokenLogps[r.headSeq[k]][r.headTok[k]] = float32(lp)
+		r.rowLogitSum[k] = sum
+		r.rowLogp[k] = lp
+		r.rowLse[k] = float32(lse)
 	}
 }
 
@@ -454,7 +522,9 @@ func (r *Runner) headForward(sc Scores) {
 func logSumExp(z []float32) (lse, sum float64) {
 	mx := z[0]
 	for _, x := range z[1:] {
-		mx = max(mx, x)
+		if x > mx {
+			mx = x
+		}
 	}
 	var s float64
 	for _, x := range z {

@@ -1,0 +1,122 @@
+package model
+
+import (
+	"math"
+	"testing"
+)
+
+// trainStepGrads runs Forward and Backward on a fresh copy of m's
+// parameters and returns the gradients.
+func trainStepGrads(t *testing.T, m *Model, seqs []Seq, dTok [][]float32) []float32 {
+	t.Helper()
+	m.ZeroGrad()
+	r := NewRunner(m)
+	if _, err := r.Forward(seqs); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Backward(dTok); err != nil {
+		t.Fatal(err)
+	}
+	return append([]float32(nil), m.Grads...)
+}
+
+// TestLMHeadPaths checks that Backward gives the same gradients whether the
+// LM-head logits were kept by Forward or are recomputed chunk by chunk, and
+// that reruns are bit-identical.
+func TestLMHeadPaths(t *testing.T) {
+	m, err := New(tinyConfig(RopeHalf, true, false), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	randomizeForTest(m, 11)
+	seqs, dTok := gradTestBatch()
+	kept := trainStepGrads(t, m, seqs, dTok)
+	again := trainStepGrads(t, m, seqs, dTok)
+	for i := range kept {
+		if math.Float32bits(kept[i]) != math.Float32bits(again[i]) {
+			t.Fatalf("rerun differs at %d: %g vs %g", i, kept[i], again[i])
+		}
+	}
+	save := keepLogitsMax
+	keepLogitsMax = 0
+	defer func() { keepLogitsMax = save }()
+	re := trainStepGrads(t, m, seqs, dTok)
+	var num, den float64
+	for i := range kept {
+		d := float64(kept[i] - re[i])
+		num += d * d
+		den += float64(kept[i]) * float64(kept[i])
+	}
+	if rel := math.Sqrt(num / den); rel > 1e-6 {
+		t.Fatalf("kept and recomputed LM-head gradients differ: relative %.3g", rel)
+	}
+}
+
+// TestSecondBackward checks that a second Backward of the same Forward
+// accumulates the same gradients again.
+func TestSecondBackward(t *testing.T) {
+	m, err := New(tinyConfig(RopeAdjacent, false, true), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	randomizeForTest(m, 5)
+	seqs, dTok := gradTestBatch()
+	once := trainStepGrads(t, m, seqs, dTok)
+	m.ZeroGrad()
+	r := NewRunner(m)
+	if _, err := r.Forward(seqs); err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < 2; k++ {
+		if err := r.Backward(dTok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, g := range once {
+		if d := math.Abs(float64(m.Grads[i] - 2*g)); d > 1e-5*math.Max(1, math.Abs(float64(g))) {
+			t.Fatalf("grad %d: twice %g, once %g", i, m.Grads[i], g)
+		}
+	}
+}
+
+// TestStepAllocs checks that after warm-up a training step allocates only
+// the Scores it returns (five slices).
+func TestStepAllocs(t *testing.T) {
+	cfg := benchA.cfg
+	m, err := New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := benchA
+	bc.B, bc.T = 4, 64
+	seqs := bc.seqs()
+	r := NewRunner(m)
+	opt := NewAdamW(len(m.Params), 0.9, 0.999, 1e-8, 0.01)
+	sc, err := r.Forward(seqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dTok := UniformTokenGrads(sc, []float64{1, -1, 0.5, 2})
+	step := func() {
+		if _, err := r.Forward(seqs); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Backward(dTok); err != nil {
+			t.Fatal(err)
+		}
+		opt.Update(m.Params, m.Grads, 1e-4)
+		m.ZeroGrad()
+	}
+	step()
+	if a := testing.AllocsPerRun(5, step); a > 5 {
+		t.Errorf("training step: %v allocations, want at most 5 (the returned Scores)", a)
+	}
+	score := func() {
+		if _, err := r.Score(seqs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a := testing.AllocsPerRun(5, score); a > 5 {
+		t.Errorf("Score: %v allocations, want at most 5 (the returned Scores)", a)
+	}
+}
