@@ -1,7 +1,9 @@
 package builtin
 
 import (
+	"github.com/dpopipe/dpopipe/stages/evaluate"
 	"github.com/dpopipe/dpopipe/stages/generate"
+	"github.com/dpopipe/dpopipe/stages/judge"
 	"github.com/dpopipe/dpopipe/stages/load"
 	"github.com/dpopipe/dpopipe/stages/reference"
 	"github.com/dpopipe/dpopipe/stages/tokenize"
@@ -9,7 +11,9 @@ import (
 )
 
 func init() {
+	register(evaluate.New)
 	register(generate.New)
+	register(judge.New)
 	register(load.New)
 	register(reference.New)
 	register(tokenize.New)
