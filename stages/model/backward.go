@@ -146,9 +146,9 @@ func (r *Runner) logitGrad(k int, z []float32) {
 		clear(z)
 		return
 	}
-	lse := r.rowLse[k]
-	for j, x := range z {
-		z[j] = -g * expf(x-lse)
+	expAffine(z, z, 1, -r.rowLse[k])
+	for j, e := range z {
+		z[j] = -g * e
 	}
 	z[r.headTgt[k]] += g
 }
@@ -178,9 +178,10 @@ func (r *Runner) headBackwardChunk(part, lo, hi int) {
 
 func (r *Runner) swigluBackRows(_, lo, hi int) {
 	a, dg, dh1 := r.cur.a, r.cur.dg, r.cur.dh1
+	expAffine(dh1[lo:hi], a.h1[lo:hi], -1, 0) // exp(-h1)
 	for i := lo; i < hi; i++ {
 		h1 := a.h1[i]
-		s := sigmoid(h1)
+		s := 1 / (1 + dh1[i])
 		silu := h1 * s
 		gg := dg[i]
 		dh1[i] = gg * a.h3[i] * s * (1 + h1*(1-s))

@@ -28,6 +28,8 @@ type gemmTask struct {
 	lda, ldb, ldc int
 	step          int
 	splitM        bool
+	fixed         bool      // rowGemm: blocks of exactly fixedRows rows
+	pa, pc        []float32 // padded last block of a rowGemm
 	fn            func(worker, i int)
 }
 
@@ -37,6 +39,10 @@ var gemmFree struct {
 }
 
 func (g *gemmTask) do(_, p int) {
+	if g.fixed {
+		g.doFixed(p)
+		return
+	}
 	if g.splitM {
 		r0 := p * g.step
 		r1 := min(r0+g.step, g.m)
@@ -56,6 +62,76 @@ func (g *gemmTask) do(_, p int) {
 	sgemm(g.tA, g.tB, g.m, c1-c0, g.k, g.alpha, g.a, g.lda, g.b[bo:], g.ldb, g.beta, g.c[c0:], g.ldc)
 }
 
+// fixedRows is the row block of rowGemm.
+const fixedRows = 256
+
+// rowGemm computes C = A·Bᵀ + beta·C for the m rows of A (m×k) and B (n×k),
+// in blocks of exactly fixedRows rows spread over the pool; the last block
+// is padded. Every BLAS call thus has the same shape whatever m is, so a
+// row's result does not depend on the batch it is in (BLAS libraries pick
+// other kernels for small matrices).
+func rowGemm(m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	g := getGemmTask()
+	pa, pc := g.pa, g.pc
+	*g = gemmTask{m: m, n: n, k: k, alpha: 1, beta: beta, a: a, b: b, c: c,
+		lda: lda, ldb: ldb, ldc: ldc, fixed: true, fn: g.fn, pa: pa, pc: pc}
+	workers.run((m+fixedRows-1)/fixedRows, g.fn)
+	putGemmTask(g)
+}
+
+func (g *gemmTask) doFixed(p int) {
+	r0 := p * fixedRows
+	rb := min(fixedRows, g.m-r0)
+	if rb == fixedRows {
+		sgemm(false, true, rb, g.n, g.k, 1, g.a[r0*g.lda:], g.lda, g.b, g.ldb, g.beta, g.c[r0*g.ldc:], g.ldc)
+		return
+	}
+	// only the last block is partial, so one scratch pair per task is enough
+	k, n := g.k, g.n
+	if len(g.pa) < fixedRows*k {
+		g.pa = make([]float32, fixedRows*k)
+	}
+	if len(g.pc) < fixedRows*n {
+		g.pc = make([]float32, fixedRows*n)
+	}
+	pa, pc := g.pa[:fixedRows*k], g.pc[:fixedRows*n]
+	clear(pa)
+	clear(pc)
+	for i := 0; i < rb; i++ {
+		copy(pa[i*k:i*k+k], g.a[(r0+i)*g.lda:])
+		if g.beta != 0 {
+			copy(pc[i*n:i*n+n], g.c[(r0+i)*g.ldc:(r0+i)*g.ldc+n])
+		}
+	}
+	sgemm(false, true, fixedRows, n, k, 1, pa, k, g.b, g.ldb, g.beta, pc, n)
+	for i := 0; i < rb; i++ {
+		copy(g.c[(r0+i)*g.ldc:(r0+i)*g.ldc+n], pc[i*n:i*n+n])
+	}
+}
+
+func getGemmTask() *gemmTask {
+	gemmFree.Lock()
+	defer gemmFree.Unlock()
+	if l := len(gemmFree.l); l > 0 {
+		g := gemmFree.l[l-1]
+		gemmFree.l = gemmFree.l[:l-1]
+		return g
+	}
+	g := new(gemmTask)
+	g.fn = g.do
+	return g
+}
+
+func putGemmTask(g *gemmTask) {
+	g.a, g.b, g.c = nil, nil, nil
+	gemmFree.Lock()
+	gemmFree.l = append(gemmFree.l, g)
+	gemmFree.Unlock()
+}
+
 // gemm computes C = alpha·op(A)·op(B) + beta·C (row-major, as blas32), splitting
 // large products across the worker pool along the larger of m and n.
 func gemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
@@ -68,19 +144,10 @@ func gemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []flo
 		sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	gemmFree.Lock()
-	var g *gemmTask
-	if l := len(gemmFree.l); l > 0 {
-		g = gemmFree.l[l-1]
-		gemmFree.l = gemmFree.l[:l-1]
-	}
-	gemmFree.Unlock()
-	if g == nil {
-		g = new(gemmTask)
-		g.fn = g.do
-	}
+	g := getGemmTask()
+	pa, pc := g.pa, g.pc
 	*g = gemmTask{tA: tA, tB: tB, m: m, n: n, k: k, alpha: alpha, beta: beta, a: a, b: b, c: c,
-		lda: lda, ldb: ldb, ldc: ldc, splitM: m >= n, fn: g.fn}
+		lda: lda, ldb: ldb, ldc: ldc, splitM: m >= n, fn: g.fn, pa: pa, pc: pc}
 	ext := n
 	if g.splitM {
 		ext = m
@@ -91,10 +158,7 @@ func gemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []flo
 	step = (step + 15) &^ 15
 	g.step = step
 	workers.run((ext+step-1)/step, g.fn)
-	g.a, g.b, g.c = nil, nil, nil
-	gemmFree.Lock()
-	gemmFree.l = append(gemmFree.l, g)
-	gemmFree.Unlock()
+	putGemmTask(g)
 }
 
 // sgemm calls the BLAS on the current goroutine. Slices may extend past the

@@ -1,6 +1,10 @@
 package model
 
-import "math"
+import (
+	"math"
+
+	"github.com/dpopipe/dpopipe/stages/model/internal/vexp"
+)
 
 // expf is a branch-free float32 exp with a relative error below 1e-6. It
 // writes x·log2(e) = n + f with integer n (rounded with the 1.5·2^23 trick,
@@ -30,14 +34,6 @@ func expf(x float32) float32 {
 	return math.Float32frombits(math.Float32bits(p) + (math.Float32bits(t)-0x4b400000)<<23)
 }
 
-// expSub replaces z[j] by exp(z[j]-mx) and returns their sum, accumulated
-// in order.
-func expSub(z []float32, mx float32) float32 {
-	var sum float32
-	for j, v := range z {
-		e := expf(v - mx)
-		z[j] = e
-		sum += e
-	}
-	return sum
-}
+// expAffine sets dst[i] = exp(a·src[i] + b) and returns the sum of the
+// results, summed in a fixed order.
+func expAffine(dst, src []float32, a, b float32) float32 { return vexp.ExpAffine(dst, src, a, b) }

@@ -72,6 +72,7 @@ type Runner struct {
 	dx, dxn, dq, dk, dv, dao, dh1, dh3 []float32
 	// per-worker scratch
 	logits, xc, dxc [][]float32
+	expBuf          [][]float32
 	dS              [][]float32
 	dwRMS           [][]float32
 	dWcls           [][]float32
@@ -244,11 +245,13 @@ func (r *Runner) ensure(layers int) {
 		r.dxc = make([][]float32, nw)
 		r.dS = make([][]float32, nw)
 		r.dwRMS = make([][]float32, nw)
+		r.expBuf = make([][]float32, nw)
 		for w := 0; w < nw; w++ {
 			r.logits[w] = make([]float32, headChunk*v)
 			r.xc[w] = make([]float32, headChunk*d)
 			r.dxc[w] = make([]float32, headChunk*d)
 			r.dwRMS[w] = make([]float32, d)
+			r.expBuf[w] = make([]float32, v)
 		}
 	}
 	r.xh = grow(r.xh, len(r.headRow)*d)
@@ -385,8 +388,9 @@ func (r *Runner) qkvRows(_, lo, hi int) {
 func (r *Runner) swigluRows(_, lo, hi int) {
 	a := r.cur.a
 	h1, h3, g := a.h1[lo:hi], a.h3[lo:hi], a.g[lo:hi]
+	expAffine(g, h1, -1, 0) // exp(-h1)
 	for i, v := range h1 {
-		g[i] = v * sigmoid(v) * h3[i]
+		g[i] = v * (1 / (1 + g[i])) * h3[i]
 	}
 }
 
@@ -396,19 +400,19 @@ func (r *Runner) layerForward(a *layerActs, w weights, x, xout []float32) {
 	n := r.n
 	r.cur.a, r.cur.w = a, w
 	r.rmsnorm(a.xn, a.r, x, w.rmsAtt)
-	gemm(false, true, n, d, d, 1, a.xn, d, w.wq, d, 0, a.q, d)
-	gemm(false, true, n, kvd, d, 1, a.xn, d, w.wk, d, 0, a.k, kvd)
-	gemm(false, true, n, kvd, d, 1, a.xn, d, w.wv, d, 0, a.v, kvd)
+	rowGemm(n, d, d, a.xn, d, w.wq, d, 0, a.q, d)
+	rowGemm(n, kvd, d, a.xn, d, w.wk, d, 0, a.k, kvd)
+	rowGemm(n, kvd, d, a.xn, d, w.wv, d, 0, a.v, kvd)
 	workers.rows(n, rowsPerPart, r.fn.qkv)
 	workers.run(r.nseq*cfg.NKVHeads, r.fn.attF)
 	copy(a.x2[:n*d], x[:n*d])
-	gemm(false, true, n, d, d, 1, a.ao, d, w.wo, d, 1, a.x2, d)
+	rowGemm(n, d, d, a.ao, d, w.wo, d, 1, a.x2, d)
 	r.rmsnorm(a.xn2, a.r2, a.x2, w.rmsFFN)
-	gemm(false, true, n, f, d, 1, a.xn2, d, w.w1, d, 0, a.h1, f)
-	gemm(false, true, n, f, d, 1, a.xn2, d, w.w3, d, 0, a.h3, f)
+	rowGemm(n, f, d, a.xn2, d, w.w1, d, 0, a.h1, f)
+	rowGemm(n, f, d, a.xn2, d, w.w3, d, 0, a.h3, f)
 	workers.rows(n*f, 4096, r.fn.swiglu)
 	copy(xout[:n*d], a.x2[:n*d])
-	gemm(false, true, n, d, f, 1, a.g, f, w.w2, f, 1, xout, d)
+	rowGemm(n, d, f, a.g, f, w.w2, f, 1, xout, d)
 }
 
 func addTo(dst, src []float32) {
@@ -455,7 +459,7 @@ func softmaxCausal(row []float32, n int) {
 			mx = v
 		}
 	}
-	sum := expSub(z, mx)
+	sum := expAffine(z, z, 1, -mx)
 	inv := 1 / sum
 	for j := range z {
 		z[j] *= inv
@@ -500,15 +504,26 @@ func (r *Runner) headForwardChunk(w, c int) {
 	r0 := c * headChunk
 	r1 := min(r0+headChunk, nh)
 	m := r1 - r0
+	// every chunk is a full headChunk rows (the last one padded), so that a
+	// row's logits do not depend on the batch
 	lg := r.logits[w]
-	if r.logitsKept {
+	xc := r.xh[r0*d:]
+	if m < headChunk {
+		xc = r.xc[w]
+		copy(xc, r.xh[r0*d:r1*d])
+		clear(xc[m*d:])
+	}
+	if r.logitsKept && m == headChunk {
 		lg = r.probs[r0*v:]
 	}
-	sgemm(false, true, m, v, d, 1, r.xh[r0*d:], d, wcls, d, 0, lg, v)
+	sgemm(false, true, headChunk, v, d, 1, xc, d, wcls, d, 0, lg, v)
+	if r.logitsKept && m < headChunk {
+		copy(r.probs[r0*v:r1*v], lg)
+	}
 	sc := &r.cur.sc
 	for i := 0; i < m; i++ {
 		z := lg[i*v : i*v+v]
-		lse, sum := logSumExp(z)
+		lse, sum := logSumExp(z, r.expBuf[w])
 		k := r0 + i
 		lp := float64(z[r.headTgt[k]]) - lse
 		sc.TokenLogps[r.headSeq[k]][r.headTok[k]] = float32(lp)
@@ -518,17 +533,20 @@ func (r *Runner) headForwardChunk(w, c int) {
 	}
 }
 
-// logSumExp returns log Σ exp(z) and Σ z, both in float64.
-func logSumExp(z []float32) (lse, sum float64) {
+// logSumExp returns log Σ exp(z) and Σ z, both in float64; buf is scratch
+// of len(z).
+func logSumExp(z, buf []float32) (lse, sum float64) {
 	mx := z[0]
 	for _, x := range z[1:] {
 		if x > mx {
 			mx = x
 		}
 	}
+	buf = buf[:len(z)]
+	expAffine(buf, z, 1, -mx)
 	var s float64
-	for _, x := range z {
-		s += float64(expf(x - mx))
+	for i, x := range z {
+		s += float64(buf[i])
 		sum += float64(x)
 	}
 	return float64(mx) + math.Log(s), sum

@@ -123,3 +123,33 @@ func TestStepAllocs(t *testing.T) {
 		t.Errorf("Score: %v allocations, want at most 5 (the returned Scores)", a)
 	}
 }
+
+func TestExpAffine(t *testing.T) {
+	for _, n := range []int{1, 7, 8, 9, 64, 133} {
+		src := make([]float32, n)
+		for i := range src {
+			src[i] = float32(i%37)*2.9 - 60
+		}
+		dst := make([]float32, n)
+		for _, ab := range [][2]float32{{1, -3}, {-1, 0}, {1, 0}} {
+			sum := expAffine(dst, src, ab[0], ab[1])
+			var want float64
+			for i, x := range src {
+				w := math.Exp(float64(ab[0]*x + ab[1]))
+				want += w
+				if rel := math.Abs(float64(dst[i])-w) / w; rel > 1e-6 && w > 1e-37 {
+					t.Fatalf("n=%d a,b=%v: exp(%g) = %g, want %g", n, ab, ab[0]*x+ab[1], dst[i], w)
+				}
+			}
+			if rel := math.Abs(float64(sum)-want) / want; rel > 1e-5 {
+				t.Fatalf("n=%d a,b=%v: sum %g, want %g", n, ab, sum, want)
+			}
+		}
+	}
+	// in place
+	z := []float32{0, 1, 2, 3, 4, 5, 6, 7, 8}
+	expAffine(z, z, 1, -8)
+	if math.Abs(float64(z[8])-1) > 1e-7 || math.Abs(float64(z[0])-math.Exp(-8)) > 1e-9 {
+		t.Fatalf("in place: %v", z)
+	}
+}
