@@ -138,11 +138,7 @@ func figures(in *inputs, s Summary) ([]figure, error) {
 		}
 	}
 	if xs, ys := series(in.train, "loss"); len(xs) > 0 {
-		lines := []line{{name: "train loss", xs: xs, ys: ys}}
-		if v, ok := in.evalSummary["loss/sigmoid"]; ok {
-			lines = append(lines, line{name: "held-out sigmoid loss (final)", xs: xs, ys: constant(xs, v), dashed: true})
-		}
-		uri, err := linePlot("DPO loss", "step", "loss", lines)
+		uri, err := linePlot("DPO loss", "step", "loss", []line{{name: "train loss", xs: xs, ys: ys}})
 		if err := add("DPO loss", "Training loss of the dpo stage over its steps (metrics.jsonl).", uri, err); err != nil {
 			return nil, err
 		}
