@@ -6,6 +6,7 @@ import (
 	"github.com/dpopipe/dpopipe/stages/judge"
 	"github.com/dpopipe/dpopipe/stages/load"
 	"github.com/dpopipe/dpopipe/stages/reference"
+	"github.com/dpopipe/dpopipe/stages/report"
 	"github.com/dpopipe/dpopipe/stages/tokenize"
 	"github.com/dpopipe/dpopipe/stages/train"
 )
@@ -16,6 +17,7 @@ func init() {
 	register(judge.New)
 	register(load.New)
 	register(reference.New)
+	register(report.New)
 	register(tokenize.New)
 	register(train.NewDPO)
 	register(train.NewSFT)

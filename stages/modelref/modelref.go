@@ -55,9 +55,13 @@ func CopyTokenizer(src, dir string) error {
 	if src == "" {
 		return nil
 	}
-	if src == "bytes" || src == "byte" {
+	if base := filepath.Base(src); base == "bytes" || base == "byte" {
+		if _, err := os.Stat(src); err == nil && src != base {
+			goto file // a real file that happens to be named bytes
+		}
 		return os.WriteFile(filepath.Join(dir, "tokenizer.model.bytes"), []byte("dpopipe built-in byte-level tokenizer\n"), 0o644)
 	}
+file:
 	st, err := os.Stat(src)
 	if err != nil {
 		return err
