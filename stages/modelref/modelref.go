@@ -55,13 +55,9 @@ func CopyTokenizer(src, dir string) error {
 	if src == "" {
 		return nil
 	}
-	if base := filepath.Base(src); base == "bytes" || base == "byte" {
-		if _, err := os.Stat(src); err == nil && src != base {
-			goto file // a real file that happens to be named bytes
-		}
+	if IsBuiltinTokenizer(src) {
 		return os.WriteFile(filepath.Join(dir, "tokenizer.model.bytes"), []byte("dpopipe built-in byte-level tokenizer\n"), 0o644)
 	}
-file:
 	st, err := os.Stat(src)
 	if err != nil {
 		return err
@@ -90,4 +86,19 @@ file:
 		}
 	}
 	return os.WriteFile(filepath.Join(dir, name), b, 0o644)
+}
+
+// IsBuiltinTokenizer reports whether a tokenizer attribute names the
+// built-in byte-level tokenizer: "bytes", also after the engine resolved it
+// to a path in the pipeline's directory, where no such file exists.
+func IsBuiltinTokenizer(src string) bool {
+	base := filepath.Base(src)
+	if base != "bytes" && base != "byte" {
+		return false
+	}
+	if src == base {
+		return true
+	}
+	_, err := os.Stat(src)
+	return err != nil
 }
