@@ -795,7 +795,11 @@ func (r *Runner) execStage(ctx context.Context, s *config.Stage, deps map[string
 		sr.RowsComputed = &v
 	}
 	r.mu.Unlock()
-	r.con.stageLine(s.ID(), "done: %d rows out", rows)
+	if outFile != "" {
+		r.con.stageLine(s.ID(), "done: %d rows out", rows)
+	} else {
+		r.con.stageLine(s.ID(), "done")
+	}
 	return out, nil
 }
 
