@@ -20,6 +20,10 @@ type Scores struct {
 	Tokens     []int       // per seq: number of completion tokens
 	TokenLogps [][]float32 // per seq: per-token log-probs of the completion tokens
 	LogitSum   []float64   // per seq: sum of raw logits over completion positions and the vocabulary
+	// TokenLogSumSq holds, per seq and completion token, log Σᵥ pᵥ² of the
+	// predicted distribution (TRL's logsumexp(2·log_softmax(logits)), the
+	// per-token term of WPO's weight). Nil unless SetLogSumSq(true).
+	TokenLogSumSq [][]float32
 }
 
 // headChunk is the number of token rows whose logits are materialised at once.
@@ -60,6 +64,7 @@ type Runner struct {
 	kept     bool // last pass kept activations for Backward
 	nlayers  int  // layers with kept activations
 	scoresTL [][]float32
+	logSumSq bool // also report Scores.TokenLogSumSq
 
 	// arena
 	rowCap, attCap int
@@ -125,6 +130,11 @@ func (r *Runner) initFuncs() {
 func NewRunner(m *Model) *Runner {
 	return &Runner{m: m}
 }
+
+// SetLogSumSq turns on (or off) the per-token log Σᵥ pᵥ² of Forward and
+// Score (Scores.TokenLogSumSq). It costs one more pass over each row's
+// probabilities, and changes no other output.
+func (r *Runner) SetLogSumSq(on bool) { r.logSumSq = on }
 
 // Score runs the forward pass and returns the scores, keeping only what is
 // needed for the next layer.
@@ -332,20 +342,35 @@ func (r *Runner) forward(seqs []Seq, keep bool) (Scores, error) {
 func (r *Runner) newScores(seqs []Seq) Scores {
 	ns := len(seqs)
 	sc := Scores{
-		Logp:       make([]float64, ns),
-		Tokens:     make([]int, ns),
-		TokenLogps: make([][]float32, ns),
-		LogitSum:   make([]float64, ns),
+		Logp:     make([]float64, ns),
+		Tokens:   make([]int, ns),
+		LogitSum: make([]float64, ns),
 	}
 	total := 0
 	for _, s := range seqs {
 		total += len(s.IDs) - s.Start
 	}
-	buf := make([]float32, total)
+	// with TokenLogSumSq, it shares the allocations of TokenLogps (the
+	// second half of each), so that the Scores stay five allocations
+	nb := 1
+	if r.logSumSq {
+		nb = 2
+	}
+	rows := make([][]float32, nb*ns)
+	buf := make([]float32, nb*total)
+	sc.TokenLogps = rows[:ns:ns]
+	if r.logSumSq {
+		sc.TokenLogSumSq = rows[ns:]
+	}
 	for i, s := range seqs {
 		t := len(s.IDs) - s.Start
 		sc.Tokens[i] = t
 		sc.TokenLogps[i] = buf[:t:t]
+		buf = buf[t:]
+	}
+	for i := range sc.TokenLogSumSq {
+		t := sc.Tokens[i]
+		sc.TokenLogSumSq[i] = buf[:t:t]
 		buf = buf[t:]
 	}
 	return sc
@@ -523,20 +548,25 @@ func (r *Runner) headForwardChunk(w, c int) {
 	sc := &r.cur.sc
 	for i := 0; i < m; i++ {
 		z := lg[i*v : i*v+v]
-		lse, sum := logSumExp(z, r.expBuf[w])
+		mx, s, sum := expSums(z, r.expBuf[w])
+		lse := float64(mx) + math.Log(s)
 		k := r0 + i
 		lp := float64(z[r.headTgt[k]]) - lse
 		sc.TokenLogps[r.headSeq[k]][r.headTok[k]] = float32(lp)
+		if sc.TokenLogSumSq != nil {
+			sc.TokenLogSumSq[r.headSeq[k]][r.headTok[k]] = float32(logSumSquares(r.expBuf[w][:v], s))
+		}
 		r.rowLogitSum[k] = sum
 		r.rowLogp[k] = lp
 		r.rowLse[k] = float32(lse)
 	}
 }
 
-// logSumExp returns log Σ exp(z) and Σ z, both in float64; buf is scratch
-// of len(z).
-func logSumExp(z, buf []float32) (lse, sum float64) {
-	mx := z[0]
+// expSums sets buf[i] = exp(z[i] − mx) for mx = max(z) and returns mx,
+// s = Σ buf (so that log Σ exp(z) = mx + log s) and Σ z, the sums in
+// float64 and in index order.
+func expSums(z, buf []float32) (mx float32, s, sum float64) {
+	mx = z[0]
 	for _, x := range z[1:] {
 		if x > mx {
 			mx = x
@@ -544,10 +574,21 @@ func logSumExp(z, buf []float32) (lse, sum float64) {
 	}
 	buf = buf[:len(z)]
 	expAffine(buf, z, 1, -mx)
-	var s float64
 	for i, x := range z {
 		s += float64(buf[i])
 		sum += float64(x)
 	}
-	return float64(mx) + math.Log(s), sum
+	return mx, s, sum
+}
+
+// logSumSquares returns log Σᵥ pᵥ² of p = softmax(z), given e = exp(z − max z)
+// and s = Σ e from expSums: Σ p² = Σ e² / s². Every e is in (0, 1] and one
+// is 1, so Σ e² is in [1, len(z)] and neither sum can overflow or vanish.
+// The sum is in float64 and in index order.
+func logSumSquares(e []float32, s float64) float64 {
+	var q float64
+	for _, x := range e {
+		q += float64(x) * float64(x)
+	}
+	return math.Log(q) - 2*math.Log(s)
 }
