@@ -120,7 +120,7 @@ func attrs(kind string) []sdk.Attr {
 			sdk.Attr{Name: "gamma", Type: "number", Default: sdk.Def(0.5), Description: "SimPO's target margin γ."},
 			sdk.Attr{Name: "discopop_tau", Type: "number", Default: sdk.Def(0.05), Description: "τ of the discopop loss."},
 			sdk.Attr{Name: "alpha", Type: "number", Default: sdk.Def(1), Description: "α of alpha_divergence."},
-			sdk.Attr{Name: "use_weighting", Type: "bool", Default: sdk.Def(false), Description: "WPO weighting of each pair (needs per-token Σp² from the model; not yet supported)."},
+			sdk.Attr{Name: "use_weighting", Type: "bool", Default: sdk.Def(false), Description: "WPO (TRL use_weighting): multiply each pair's loss by the detached weight min(1, exp(ŵ(chosen) + ŵ(rejected))), where ŵ is the policy's mean over the completion's tokens of log p(token) − log Σᵥ pᵥ² (no gradient flows through the weight)."},
 			sdk.Attr{Name: "ld_alpha", Type: "number", Description: "LD-DPO: weight of the policy's completion tokens beyond the shorter completion's length (null or 1 = off)."},
 		)
 	} else {
@@ -183,14 +183,11 @@ func decodeConfig(kind string, c sdk.Config) (*config, error) {
 		}
 		cfg.losses = ls
 		cfg.lossOpts = loss.Options{Beta: cfg.Beta, LabelSmoothing: cfg.LabelSmoothing, Gamma: cfg.Gamma,
-			DiscopopTau: cfg.DiscopopTau, Alpha: cfg.Alpha, Losses: ls}
+			DiscopopTau: cfg.DiscopopTau, Alpha: cfg.Alpha, UseWeighting: cfg.UseWeighting, Losses: ls}
 		if err == nil {
 			if err := cfg.lossOpts.Validate(); err != nil {
 				add(lossAttr(err.Error()), "Invalid loss options", "%s", strings.TrimPrefix(err.Error(), "loss: "))
 			}
-		}
-		if cfg.UseWeighting {
-			add("use_weighting", "Not supported yet", "WPO weighting needs the policy's per-token log Σp² over the vocabulary, which the model's forward pass does not report yet; remove use_weighting.")
 		}
 		if cfg.LDAlpha != nil && !(*cfg.LDAlpha >= 0 && *cfg.LDAlpha <= 1) {
 			add("ld_alpha", "Out of range", "ld_alpha must be in [0, 1] (1 turns LD-DPO off); got %v.", *cfg.LDAlpha)

@@ -15,10 +15,24 @@ import (
 // epoch, the last of them short; 3 epochs give 12 steps. Checkpoints every
 // 5 steps fall inside a logging window of 3 steps.
 func TestResumeBitIdentical(t *testing.T) {
+	checkResume(t, nil, []int{5, 7, 2, 10})
+}
+
+// The same with WPO weighting (whose weights come from the policy's
+// per-token log Σp²).
+func TestResumeBitIdenticalWPO(t *testing.T) {
+	checkResume(t, map[string]any{"use_weighting": true}, []int{5, 7})
+}
+
+func checkResume(t *testing.T, extra map[string]any, stops []int) {
+	t.Helper()
 	ps := randomPairs(13, 3, 4, 32, 11)
 	scoreRef(t, tinyModel(t), ps)
 	cfg := baseCfg(map[string]any{"gradient_accumulation_steps": 2, "epochs": 3, "save_steps": 5, "logging_steps": 3,
 		"save_total_limit": 0, "lr_scheduler": "cosine", "warmup_ratio": 0.2, "weight_decay": 0.01})
+	for k, v := range extra {
+		cfg[k] = v
+	}
 	full := runStage(t, NewDPO(), cfg, ps, true, "", "")
 	if full.err != nil {
 		t.Fatal(full.err)
@@ -34,7 +48,7 @@ func TestResumeBitIdentical(t *testing.T) {
 	if n := bytes.Count(read(full.dir, "metrics.jsonl"), []byte("\n")); n != 4 {
 		t.Fatalf("%d metrics lines, want 4 (steps 3, 6, 9, 12)", n)
 	}
-	for _, stop := range []int{5, 7, 2, 10} {
+	for _, stop := range stops {
 		t.Run(strconv.Itoa(stop), func(t *testing.T) {
 			runDir := t.TempDir()
 			t.Setenv(EnvStopAfterStep, strconv.Itoa(stop))

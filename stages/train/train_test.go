@@ -253,15 +253,15 @@ func TestConfigure(t *testing.T) {
 		{"model": "m.bin"},
 		{"model": "m.bin", "loss": map[string]any{"sigmoid": 1, "sft": 0.1}},
 		{"init": tinyInit.attr(), "loss": "simpo", "ld_alpha": 0.5},
+		{"model": "m.bin", "use_weighting": true},
 	}
 	bad := map[string]map[string]any{
-		"model":         {},
-		"init":          {"model": "m.bin", "init": tinyInit.attr()},
-		"loss":          {"model": "m.bin", "loss": "nope"},
-		"use_weighting": {"model": "m.bin", "use_weighting": true},
-		"beta":          {"model": "m.bin", "beta": 0},
-		"batch_size":    {"model": "m.bin", "batch_size": 0},
-		"ld_alpha":      {"model": "m.bin", "ld_alpha": 2},
+		"model":      {},
+		"init":       {"model": "m.bin", "init": tinyInit.attr()},
+		"loss":       {"model": "m.bin", "loss": "nope"},
+		"beta":       {"model": "m.bin", "beta": 0},
+		"batch_size": {"model": "m.bin", "batch_size": 0},
+		"ld_alpha":   {"model": "m.bin", "ld_alpha": 2},
 	}
 	st := NewDPO().(*stage)
 	check := func(c map[string]any) error {
@@ -391,6 +391,8 @@ func TestLossesRun(t *testing.T) {
 		{"loss": "orpo"},
 		{"loss": "alpha_divergence", "alpha": 0.5},
 		{"loss": "robust", "label_smoothing": 0.1},
+		{"use_weighting": true},
+		{"loss": map[string]any{"sigmoid": 1, "sft": 0.1}, "use_weighting": true, "ld_alpha": 0.5},
 	} {
 		extra["max_steps"] = 2
 		out := runStage(t, NewDPO(), baseCfg(extra), ps, true, "", "")

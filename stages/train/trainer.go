@@ -56,7 +56,8 @@ type trainer struct {
 	sm    stepMetrics
 	ldOn  bool
 	ldA   float64
-	stepT int // completion tokens of the current sft step
+	wpo   [4][]float64 // WPO: per-token logps and log Σp² of chosen and rejected
+	stepT int          // completion tokens of the current sft step
 
 	// time spent outside the model's kernels (benchmarks): the loss graph
 	// and the gradient and metric bookkeeping, and clipping
@@ -71,6 +72,9 @@ func newTrainer(cfg *config, m *model.Model, data []pairs.Pair) (*trainer, error
 	t.r = model.NewRunner(m)
 	t.opt = model.NewAdamW(len(m.Params), cfg.AdamBeta1, cfg.AdamBeta2, cfg.AdamEpsilon, cfg.WeightDecay)
 	t.ldA, t.ldOn = cfg.ldAlpha()
+	if cfg.kind == "dpo" && cfg.UseWeighting {
+		t.r.SetLogSumSq(true) // WPO weights need the per-token log Σp²
+	}
 	switch {
 	case cfg.kind == "dpo":
 		t.names = dpoMetricNames
@@ -213,6 +217,28 @@ func (t *trainer) ldWeight(k, public int) float64 {
 	return t.ldA
 }
 
+// wpoWeight returns the WPO weight of the pair whose chosen and rejected
+// completions are sequences c and r of sc, from the policy's per-token
+// log-probs (unweighted, also with LD-DPO, as TRL) and log Σp². It is a
+// plain number: no gradient flows through it.
+func (t *trainer) wpoWeight(sc model.Scores, c, r int) (float64, error) {
+	fill := func(k int, src []float32) []float64 {
+		t.wpo[k] = t.wpo[k][:0]
+		for _, v := range src {
+			t.wpo[k] = append(t.wpo[k], float64(v))
+		}
+		return t.wpo[k]
+	}
+	w, err := loss.WPOWeight(fill(0, sc.TokenLogps[c]), fill(1, sc.TokenLogSumSq[c]), fill(2, sc.TokenLogps[r]), fill(3, sc.TokenLogSumSq[r]))
+	if err != nil {
+		return 0, err
+	}
+	if w == 0 { // exp underflowed; loss.Pair needs a weight in (0, 1]
+		w = math.SmallestNonzeroFloat64
+	}
+	return w, nil
+}
+
 // guardError is a non-finite loss or gradient.
 type guardError struct {
 	step int
@@ -346,6 +372,15 @@ func (t *trainer) dpoMicro(mb []int32, scale float64) error {
 		}
 		if !finite(lp.Rejected) {
 			return &guardError{what: "a policy log-prob", val: lp.Rejected}
+		}
+	}
+	if t.cfg.UseWeighting {
+		for i := range t.lp {
+			w, err := t.wpoWeight(sc, i, B+i)
+			if err != nil {
+				return &guardError{what: "a WPO weight", val: math.NaN()}
+			}
+			t.lp[i].WPOWeight = w
 		}
 	}
 	t0 := time.Now()
