@@ -5,6 +5,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -345,7 +347,7 @@ func TestBadPlugins(t *testing.T) {
   source = "PLUGINS/dpopipe-stage-passthrough"
   sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 }`, want: "pins"},
-		{name: "protocol version", stage: "protocol2", want: "protocol"},
+		{name: "protocol version", stage: "protocol2", want: "Plugin version: 2"},
 		{name: "garbage on stdout", stage: "garbage", want: "stdout"},
 		{name: "crash mid-stream", stage: "crash", want: "crash.c"},
 		{name: "hang", stage: "hang", want: "timed out", args: []string{"--stage-timeout", "3s"}},
@@ -474,4 +476,43 @@ func waitForPid(t *testing.T, runDir, name string) int {
 	}
 	t.Fatalf("stage %s never started", name)
 	return 0
+}
+
+func TestDiscoveredPluginsAreListedAndUnpinnedOnesWarned(t *testing.T) {
+	e := newEnv(t)
+	r := e.run("stages")
+	if r.code != 0 {
+		t.Fatalf("stages: %s", r.stderr)
+	}
+	for _, typ := range []string{"load", "tokenize", "reference_logprobs", "dpo", "sft", "evaluate", "judge", "report", "generate", "passthrough"} {
+		if !strings.Contains(r.stdout, typ+" ") {
+			t.Errorf("dpopipe stages does not list %s:\n%s", typ, r.stdout)
+		}
+	}
+	if !strings.Contains(r.stdout, "[unpinned]") || !strings.Contains(r.stderr, "no sha256 pin") {
+		t.Fatalf("a discovered plugin without a pin is not flagged:\nstdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+	}
+	// A pinned plugin block with the right digest runs without a warning.
+	data, err := os.ReadFile(bins.lengthFilt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	file := e.pipeline(3, "")
+	pinned := strings.Replace(readFile(t, file), fmt.Sprintf("source = %q", bins.lengthFilt),
+		fmt.Sprintf("source = %q\n  sha256 = %q", bins.lengthFilt, hex.EncodeToString(sum[:])), 1)
+	os.WriteFile(file, []byte(pinned), 0o644)
+	v := e.run("validate", file)
+	if v.code != 0 || strings.Contains(v.stderr, "length_filter\" (") {
+		t.Fatalf("validate with a correct pin: code %d\n%s", v.code, v.stderr)
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
