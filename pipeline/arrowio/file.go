@@ -88,6 +88,9 @@ func Cat(data []byte, w io.Writer) (err error) {
 		}
 	}()
 	if bytes.HasPrefix(data, []byte("ARROW1")) {
+		if err := checkFile(data); err != nil {
+			return fmt.Errorf("not a valid Arrow IPC file: %w", err)
+		}
 		fr, err := ipc.NewFileReader(bytes.NewReader(data))
 		if err != nil {
 			return fmt.Errorf("not a valid Arrow IPC file: %w", err)
@@ -105,6 +108,9 @@ func Cat(data []byte, w io.Writer) (err error) {
 			}
 		}
 		return nil
+	}
+	if err := checkStream(data, 0); err != nil {
+		return fmt.Errorf("not a valid Arrow IPC stream: %w", err)
 	}
 	sr, err := ipc.NewReader(bytes.NewReader(data))
 	if err != nil {

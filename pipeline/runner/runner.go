@@ -212,6 +212,9 @@ func Run(ctx context.Context, opts Options) (*RunRecord, string, error) {
 		if path == "" {
 			path = prev.Pipeline
 		}
+		// The resumed run uses the variable values of the run it continues,
+		// unless -var sets one again.
+		opts.Config.Vars = append(resumeVars(prev.Vars, opts.Config.Vars), opts.Config.Vars...)
 	}
 	plan, err := Load(ctx, path, opts.Config, hopts)
 	if err != nil {
@@ -266,6 +269,37 @@ func Run(ctx context.Context, opts Options) (*RunRecord, string, error) {
 	r.mu.Unlock()
 	r.save()
 	return r.record, runDir, err
+}
+
+// resumeVars turns the variable values recorded in run.json into -var
+// arguments, leaving out the names that explicit holds.
+func resumeVars(recorded map[string]any, explicit []string) []string {
+	given := map[string]bool{}
+	for _, kv := range explicit {
+		if name, _, ok := strings.Cut(kv, "="); ok {
+			given[strings.TrimSpace(name)] = true
+		}
+	}
+	var names []string
+	for name := range recorded {
+		if !given[name] {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	var out []string
+	for _, name := range names {
+		v := recorded[name]
+		if str, ok := v.(string); ok {
+			out = append(out, name+"="+str)
+			continue
+		}
+		b, err := json.Marshal(v)
+		if err == nil {
+			out = append(out, name+"="+string(b))
+		}
+	}
+	return out
 }
 
 func varValues(f *config.File) map[string]any {
