@@ -16,7 +16,6 @@ package evaluate
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/dpopipe/dpopipe/plugins/sdk"
+	"github.com/dpopipe/dpopipe/stages/internal/jsonfile"
 	"github.com/dpopipe/dpopipe/stages/loss"
 	"github.com/dpopipe/dpopipe/stages/model"
 	"github.com/dpopipe/dpopipe/stages/modelref"
@@ -409,10 +409,4 @@ func Summarize(rs []PairResult, beta float64, opts func(string) loss.Options, na
 	return sum, nil
 }
 
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
+func writeJSON(path string, v any) error { return jsonfile.Write(path, v) }

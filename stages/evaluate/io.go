@@ -1,9 +1,7 @@
 package evaluate
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"runtime"
@@ -16,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/dpopipe/dpopipe/plugins/sdk"
+	"github.com/dpopipe/dpopipe/stages/internal/jsonfile"
 	"github.com/dpopipe/dpopipe/stages/model"
 	"github.com/dpopipe/dpopipe/stages/pairs"
 	"github.com/dpopipe/dpopipe/stages/tokenizer"
@@ -236,42 +235,7 @@ func samplesRecord(ss []Sample) arrow.RecordBatch {
 	return b.NewRecordBatch()
 }
 
-func writeSamplesJSONL(path string, ss []Sample) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriter(f)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	for _, s := range ss {
-		if err := enc.Encode(s); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
+func writeSamplesJSONL(path string, ss []Sample) error { return jsonfile.WriteLines(path, ss) }
 
 // ReadSamples reads samples.jsonl back.
-func ReadSamples(path string) ([]Sample, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []Sample
-	dec := json.NewDecoder(f)
-	for dec.More() {
-		var s Sample
-		if err := dec.Decode(&s); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		out = append(out, s)
-	}
-	return out, nil
-}
+func ReadSamples(path string) ([]Sample, error) { return jsonfile.ReadLines[Sample](path) }

@@ -14,9 +14,7 @@
 package judge
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,6 +27,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/dpopipe/dpopipe/plugins/sdk"
+	"github.com/dpopipe/dpopipe/stages/internal/jsonfile"
 )
 
 // Version is the stage version (part of the cache key).
@@ -336,11 +335,7 @@ func (*Stage) Run(ctx context.Context, run *sdk.Run) error {
 		if err := os.MkdirAll(run.Dir, 0o755); err != nil {
 			return err
 		}
-		b, err := json.MarshalIndent(sum, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(run.Dir, SummaryFile), append(b, '\n'), 0o644); err != nil {
+		if err := jsonfile.Write(filepath.Join(run.Dir, SummaryFile), sum); err != nil {
 			return err
 		}
 		if err := writeVerdicts(filepath.Join(run.Dir, VerdictsFile), vs); err != nil {
@@ -380,42 +375,7 @@ func (*Stage) Run(ctx context.Context, run *sdk.Run) error {
 	return run.Write(rec)
 }
 
-func writeVerdicts(path string, vs []Verdict) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriter(f)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	for _, v := range vs {
-		if err := enc.Encode(v); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
+func writeVerdicts(path string, vs []Verdict) error { return jsonfile.WriteLines(path, vs) }
 
 // ReadVerdicts reads verdicts.jsonl back.
-func ReadVerdicts(path string) ([]Verdict, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []Verdict
-	dec := json.NewDecoder(f)
-	for dec.More() {
-		var v Verdict
-		if err := dec.Decode(&v); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		out = append(out, v)
-	}
-	return out, nil
-}
+func ReadVerdicts(path string) ([]Verdict, error) { return jsonfile.ReadLines[Verdict](path) }

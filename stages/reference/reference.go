@@ -34,7 +34,6 @@ package reference
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -47,6 +46,7 @@ import (
 
 	"github.com/dpopipe/dpopipe/pipeline/cache"
 	"github.com/dpopipe/dpopipe/plugins/sdk"
+	"github.com/dpopipe/dpopipe/stages/internal/jsonfile"
 	"github.com/dpopipe/dpopipe/stages/model"
 	"github.com/dpopipe/dpopipe/stages/modelref"
 	"github.com/dpopipe/dpopipe/stages/pairs"
@@ -294,11 +294,10 @@ func (*Stage) Run(ctx context.Context, run *sdk.Run) error {
 	if run.Dir != "" {
 		info := Info{ModelDigest: digest, StageVersion: Version, DType: cfg.DType, Namespace: Namespace(digest),
 			RowsReused: reused, RowsComputed: computed}
-		b, _ := json.MarshalIndent(info, "", "  ")
 		if err := os.MkdirAll(run.Dir, 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(run.Dir, InfoFile), append(b, '\n'), 0o644); err != nil {
+		if err := jsonfile.Write(filepath.Join(run.Dir, InfoFile), info); err != nil {
 			return err
 		}
 	}

@@ -13,7 +13,6 @@ package report
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"html/template"
 	"math"
@@ -23,6 +22,7 @@ import (
 	"strings"
 
 	"github.com/dpopipe/dpopipe/plugins/sdk"
+	"github.com/dpopipe/dpopipe/stages/internal/jsonfile"
 )
 
 // Version is the stage version (part of the cache key).
@@ -119,11 +119,7 @@ func (*Stage) Run(ctx context.Context, run *sdk.Run) error {
 	if err := os.WriteFile(filepath.Join(run.Dir, HTMLFile), page, 0o644); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(run.Dir, SummaryFile), append(b, '\n'), 0o644); err != nil {
+	if err := jsonfile.Write(filepath.Join(run.Dir, SummaryFile), s); err != nil {
 		return err
 	}
 	txt := s.Text()

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/dpopipe/dpopipe/plugins/sdk"
+	"github.com/dpopipe/dpopipe/stages/internal/jsonfile"
 	"github.com/dpopipe/dpopipe/stages/model"
 	"github.com/dpopipe/dpopipe/stages/modelref"
 	"github.com/dpopipe/dpopipe/stages/pairs"
@@ -311,9 +312,5 @@ func writeSummary(dir string, t *trainer, runtime float64, steps int, tokens int
 		"train_samples_per_second": float64(steps*t.cfg.BatchSize*t.cfg.GradAccum) / rt,
 		"final":                    last,
 	}
-	b, err := json.MarshalIndent(sum, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "train_summary.json"), append(b, '\n'), 0o644)
+	return jsonfile.Write(filepath.Join(dir, "train_summary.json"), sum)
 }
