@@ -17,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dpopipe/dpopipe/internal/testassets"
+	"github.com/dpopipe/dpopipe/pipeline/arrowio"
 )
 
 // bins holds the binaries the tests run, built once by TestMain.
@@ -302,6 +305,17 @@ func TestRunBuiltinAndThirdPartyStages(t *testing.T) {
 		t.Fatalf("cat: code %d, %d lines:\n%.300s\n%s", out.code, strings.Count(out.stdout, "\n"), out.stdout, out.stderr)
 	}
 
+	// The output file carries its cache key in its schema metadata.
+	af, err := arrowio.Open(filepath.Join(run1, "copy", "output.arrow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := af.Schema().Metadata()
+	af.Release()
+	if i := md.FindKey("dpopipe.cache_key"); i < 0 || md.Values()[i] != cp.CacheKey || md.FindKey("dpopipe.key.plugin_sha256") < 0 {
+		t.Fatalf("output.arrow metadata %v lacks the cache key %s", md, cp.CacheKey)
+	}
+
 	// Run 2: every stage hits.
 	run2 := filepath.Join(e.dir, "run2")
 	if r := e.run("run", file, "--run-dir", run2); r.code != 0 {
@@ -515,4 +529,49 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestThirdPartyConfigErrorsArePositioned: a third-party stage's schema and
+// its own checks give errors as precise as a built-in stage's, before any
+// stage runs.
+func TestThirdPartyConfigErrorsArePositioned(t *testing.T) {
+	cases := []struct{ name, value, want string }{
+		{"wrong type", `"wide"`, "train.hcl:4:15"},
+		{"plugin's own check", `0.5`, "Ratio below 1"},
+		{"unknown attribute", `2` + "\n  max_ratoi = 3", "max_ratio"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.write("train.hcl", fmt.Sprintf(`plugin "length_filter" { source = %q }
+stage "load" "a" { path = "x.jsonl" }
+stage "length_filter" "f" {
+  max_ratio = %s
+  input = stage.load.a
+}
+`, bins.lengthFilt, tc.value))
+			r := e.run("validate", "train.hcl")
+			if r.code != 1 || !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, "train.hcl:") {
+				t.Fatalf("exit %d, stderr lacks %q:\n%s", r.code, tc.want, r.stderr)
+			}
+		})
+	}
+}
+
+func TestTokenizeCommand(t *testing.T) {
+	tok := testassets.Path(t, "models/stories260K/tok512.bin")
+	e := newEnv(t)
+	r := e.run("tokenize", "--tokenizer", tok, "Once upon a time")
+	want := `"ids":[1,403,407,261,378]`
+	if r.code != 0 || !strings.Contains(r.stdout, want) || !strings.Contains(r.stdout, `"pieces":[`) {
+		t.Fatalf("tokenize: %s%s", r.stdout, r.stderr)
+	}
+	r = e.run("tokenize", "--tokenizer", tok, "--no-bos", "Once upon a time", "the end")
+	if strings.Count(r.stdout, "\n") != 2 || !strings.Contains(r.stdout, `"ids":[403,407,261,378]`) {
+		t.Fatalf("tokenize --no-bos with two texts: %s%s", r.stdout, r.stderr)
+	}
+	r = e.run("tokenize", "--tokenizer", "bytes", "hi")
+	if !strings.Contains(r.stdout, `"ids":[256,104,105]`) {
+		t.Fatalf("byte tokenizer: %s%s", r.stdout, r.stderr)
+	}
 }

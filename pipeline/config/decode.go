@@ -57,6 +57,7 @@ func (f *File) DecodeStage(s *Stage, spec sdk.Spec, ctx *hcl.EvalContext) (Decod
 		schema.Attributes = append(schema.Attributes, hcl.AttributeSchema{Name: a.Name})
 	}
 	content, diags := s.Body.Content(schema)
+	suggestAttributes(diags, spec)
 	diags = bySource(diags)
 
 	vals := make(map[string]cty.Value, len(spec.Config))
@@ -365,4 +366,29 @@ func (f *File) AttrRange(s *Stage, attr string) hcl.Range {
 		expr = next
 	}
 	return expr.Range()
+}
+
+// suggestAttributes adds "Did you mean" to hcl's unsupported-argument
+// diagnostics, naming the closest attribute the stage declares.
+func suggestAttributes(diags hcl.Diagnostics, spec sdk.Spec) {
+	names := make([]string, len(spec.Config))
+	for i, a := range spec.Config {
+		names[i] = a.Name
+	}
+	for _, d := range diags {
+		if d.Summary != "Unsupported argument" || d.Subject == nil || strings.Contains(d.Detail, "Did you mean") {
+			continue
+		}
+		const prefix = `An argument named "`
+		i := strings.Index(d.Detail, prefix)
+		if i < 0 {
+			continue
+		}
+		rest := d.Detail[i+len(prefix):]
+		j := strings.Index(rest, `"`)
+		if j < 0 {
+			continue
+		}
+		d.Detail += didYouMean(rest[:j], names)
+	}
 }

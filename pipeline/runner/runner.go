@@ -107,12 +107,17 @@ func Load(ctx context.Context, path string, copts config.Options, hopts host.Opt
 		}
 		dec, ddiags := f.DecodeStage(s, st.Spec, f.EvalContext(vals))
 		diags = append(diags, ddiags...)
-		if ddiags.HasErrors() || !dec.Known || st.Source.Builtin == false {
+		if ddiags.HasErrors() || !dec.Known {
 			continue
 		}
-		// Built-in stages check the rest of their configuration in-process;
-		// external ones are asked when they start.
-		diags = append(diags, configureBuiltin(f, s, st, dec)...)
+		// The stage checks the rest of its configuration: built-in stages
+		// in-process, external ones through their plugin. Configurations
+		// that depend on upstream outputs are checked when the stage starts.
+		if st.Source.Builtin {
+			diags = append(diags, configureBuiltin(f, s, st, dec)...)
+		} else {
+			diags = append(diags, configureExternal(ctx, f, s, st, dec, hopts)...)
+		}
 	}
 	if diags.HasErrors() {
 		return nil, &DiagError{Diags: diags, Sources: f.Sources}
@@ -161,6 +166,21 @@ func configureBuiltin(f *config.File, s *config.Stage, st *StageType, dec config
 	}
 	res := sdk.Configure(impl, dec.JSON)
 	return attrDiags(f, s, res.Errors)
+}
+
+func configureExternal(ctx context.Context, f *config.File, s *config.Stage, st *StageType, dec config.Decoded, hopts host.Options) hcl.Diagnostics {
+	cl, err := host.Start(ctx, st.Source, hopts)
+	if err != nil {
+		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot start stage plugin",
+			Detail: err.Error(), Subject: s.TypeRange.Ptr()}}
+	}
+	defer cl.Kill()
+	errs, err := cl.Configure(ctx, dec.JSON)
+	if err != nil {
+		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Stage plugin failed to check its configuration",
+			Detail: err.Error(), Subject: s.TypeRange.Ptr()}}
+	}
+	return attrDiags(f, s, errs)
 }
 
 func attrDiags(f *config.File, s *config.Stage, errs []protocol.AttrError) hcl.Diagnostics {
@@ -698,7 +718,7 @@ func (r *Runner) execStage(ctx context.Context, s *config.Stage, deps map[string
 	res, err := cl.Run(ctx, req, input, func(rec arrow.RecordBatch) error {
 		if ow == nil {
 			var err error
-			if ow, err = newOutputWriter(outPath, rec.Schema()); err != nil {
+			if ow, err = newOutputWriter(outPath, rec.Schema(), keyMetadata(p)); err != nil {
 				return err
 			}
 		}
@@ -879,14 +899,47 @@ func typeMatches(want string, got arrow.DataType) bool {
 	return norm(want) == norm(got.String())
 }
 
-// outputWriter writes a stage's output table to an Arrow IPC file.
-type outputWriter struct {
-	f    *os.File
-	w    *ipc.FileWriter
-	rows int64
+// keyMetadata is the cache key and its components, stored in the schema
+// metadata of the stage's output file so that the file says where it came
+// from.
+func keyMetadata(p *prepared) map[string]string {
+	md := map[string]string{"dpopipe.cache_key": p.key}
+	for _, c := range p.parts.Components() {
+		md["dpopipe.key."+c.Name] = c.Value
+	}
+	return md
 }
 
-func newOutputWriter(path string, schema *arrow.Schema) (*outputWriter, error) {
+// outputWriter writes a stage's output table to an Arrow IPC file.
+type outputWriter struct {
+	f      *os.File
+	w      *ipc.FileWriter
+	schema *arrow.Schema
+	rows   int64
+}
+
+func newOutputWriter(path string, schema *arrow.Schema, extra map[string]string) (*outputWriter, error) {
+	// Keep the stage's own metadata, but not the key of the stage it read
+	// from (a pass-through stage copies its input's schema).
+	md := schema.Metadata()
+	var keys, vals []string
+	for i, k := range md.Keys() {
+		if k != "dpopipe.cache_key" && !strings.HasPrefix(k, "dpopipe.key.") {
+			keys, vals = append(keys, k), append(vals, md.Values()[i])
+		}
+	}
+	names := make([]string, 0, len(extra))
+	for k := range extra {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if md.FindKey(k) < 0 {
+			keys, vals = append(keys, k), append(vals, extra[k])
+		}
+	}
+	meta := arrow.NewMetadata(keys, vals)
+	schema = arrow.NewSchema(schema.Fields(), &meta)
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, err
@@ -896,12 +949,14 @@ func newOutputWriter(path string, schema *arrow.Schema) (*outputWriter, error) {
 		f.Close()
 		return nil, err
 	}
-	return &outputWriter{f: f, w: w}, nil
+	return &outputWriter{f: f, w: w, schema: schema}, nil
 }
 
 func (o *outputWriter) write(rec arrow.RecordBatch) error {
 	o.rows += rec.NumRows()
-	return o.w.Write(rec)
+	out := array.NewRecordBatch(o.schema, rec.Columns(), rec.NumRows())
+	defer out.Release()
+	return o.w.Write(out)
 }
 
 func (o *outputWriter) close() error {
