@@ -305,6 +305,10 @@ func TestRunBuiltinAndThirdPartyStages(t *testing.T) {
 		t.Fatalf("cat: code %d, %d lines:\n%.300s\n%s", out.code, strings.Count(out.stdout, "\n"), out.stdout, out.stderr)
 	}
 
+	// The plugin's logs come back to the host, into the stage's log.
+	if log := readFile(t, filepath.Join(run1, "balanced", "stage.log")); !strings.Contains(log, "kept ") {
+		t.Fatalf("the third-party stage's log line is not in stage.log:\n%s", log)
+	}
 	// The output file carries its cache key in its schema metadata.
 	af, err := arrowio.Open(filepath.Join(run1, "copy", "output.arrow"))
 	if err != nil {
@@ -573,5 +577,31 @@ func TestTokenizeCommand(t *testing.T) {
 	r = e.run("tokenize", "--tokenizer", "bytes", "hi")
 	if !strings.Contains(r.stdout, `"ids":[256,104,105]`) {
 		t.Fatalf("byte tokenizer: %s%s", r.stdout, r.stderr)
+	}
+}
+
+func TestCacheCommands(t *testing.T) {
+	e := newEnv(t)
+	file := e.pipeline(3, "")
+	if r := e.run("run", file, "--run-dir", filepath.Join(e.dir, "run")); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	ls := e.run("cache", "ls")
+	lines := strings.Split(strings.TrimSpace(ls.stdout), "\n")
+	if len(lines) != 5 || !strings.HasPrefix(lines[0], "KEY") {
+		t.Fatalf("cache ls: want a header and 4 entries:\n%s", ls.stdout)
+	}
+	key := strings.Fields(lines[1])[0]
+	if r := e.run("cache", "rm", key); r.code != 0 {
+		t.Fatalf("cache rm %s: %s", key, r.stderr)
+	}
+	if ls := e.run("cache", "ls"); strings.Contains(ls.stdout, key) {
+		t.Fatalf("cache rm left %s:\n%s", key, ls.stdout)
+	}
+	if r := e.run("cache", "gc", "--older-than", "30d", "--max-size", "1B"); r.code != 0 || !strings.Contains(r.stdout, "removed 3 entries") {
+		t.Fatalf("cache gc: %s%s", r.stdout, r.stderr)
+	}
+	if r := e.run("cache", "gc", "--older-than", "soon"); r.code == 0 {
+		t.Fatal("a bad --older-than must be an error")
 	}
 }
