@@ -96,11 +96,12 @@ func (p *stageProgress) println(msg string) {
 	p.c.mu.Unlock()
 }
 
+// close removes the bar; it may be called more than once.
 func (p *stageProgress) close() {
 	p.c.mu.Lock()
 	defer p.c.mu.Unlock()
 	if p.bar != nil {
 		p.bar.Finish()
-		fmt.Fprintln(p.c.w)
+		p.bar = nil
 	}
 }

@@ -731,6 +731,7 @@ func (r *Runner) execStage(ctx context.Context, s *config.Stage, deps map[string
 			prog.println(ev.Message)
 		}
 	})
+	prog.close()
 	if err == nil && ow != nil {
 		err = ow.close()
 	} else if ow != nil {
