@@ -738,10 +738,12 @@ func (r *Runner) execStage(ctx context.Context, s *config.Stage, deps map[string
 		ow.abort()
 	}
 	if err != nil {
-		if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// gRPC may report the deadline before the context's own timer has
+		// marked it, so look at both.
+		if p.timeout > 0 && (errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)) {
 			return nil, fmt.Errorf("timed out after %s; raise the stage's timeout or check the plugin for a hang", p.timeout)
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 			return nil, context.Canceled
 		}
 		return nil, err
