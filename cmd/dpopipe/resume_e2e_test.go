@@ -15,7 +15,7 @@ variable "model" {
 }
 variable "steps" {
   type    = number
-  default = 30
+  default = 80
 }
 
 stage "load" "prefs" {
@@ -36,7 +36,7 @@ stage "dpo" "train" {
   input         = stage.reference_logprobs.ref
   model         = var.model
   learning_rate = 1e-4
-  batch_size    = 4
+  batch_size    = 8
   max_steps     = var.steps
   save_steps    = 4
   logging_steps = 2
@@ -76,7 +76,7 @@ func TestResumeAfterKillIsBitIdentical(t *testing.T) {
 			cmd.Process.Kill()
 			t.Fatalf("no checkpoint %s appeared:\n%s", ckpt, errb.String())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
@@ -84,6 +84,7 @@ func TestResumeAfterKillIsBitIdentical(t *testing.T) {
 		t.Fatal("the run finished before it was killed; the test proves nothing")
 	}
 
+	t.Logf("killed the run after %s", ckpt)
 	r := killed.run("run", "--resume", runDir)
 	if r.code != 0 {
 		t.Fatalf("resume failed:\n%s\n%s", r.stdout, r.stderr)
