@@ -87,6 +87,9 @@ func printRunSummary(rec *runner.RunRecord, dir string) {
 		if s.CacheHit {
 			hit = "hit"
 		}
+		if s.CacheMode == "off" {
+			hit = "off"
+		}
 		if s.Status == "pending" || s.Status == "skipped" {
 			hit = "-"
 		}

@@ -36,6 +36,7 @@ type StageRecord struct {
 	Pid          int              `json:"pid,omitempty"`
 	CacheKey     string           `json:"cache_key,omitempty"`
 	CacheHit     bool             `json:"cache_hit"`
+	CacheMode    string           `json:"cache_mode,omitempty"` // "content", or "off" (cache block or --no-cache)
 	RowsIn       int64            `json:"rows_in"`
 	RowsOut      int64            `json:"rows_out"`
 	RowsReused   *int64           `json:"rows_reused,omitempty"`

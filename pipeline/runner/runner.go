@@ -244,6 +244,9 @@ func Run(ctx context.Context, opts Options) (*RunRecord, string, error) {
 		base := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 		runDir = filepath.Join("runs", base+"-"+time.Now().Format("20060102-150405"))
 	}
+	if abs, err := filepath.Abs(runDir); err == nil {
+		runDir = abs
+	}
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
 		return nil, "", err
 	}
@@ -581,6 +584,12 @@ func (r *Runner) doStage(ctx context.Context, s *config.Stage, deps map[string]*
 		return nil, err
 	}
 	useCache := !r.opts.NoCache && s.CacheMode != config.CacheOff
+	r.mu.Lock()
+	sr.CacheMode = config.CacheContent
+	if !useCache {
+		sr.CacheMode = config.CacheOff
+	}
+	r.mu.Unlock()
 	if useCache {
 		e, ok, reason, err := r.cache.Lookup(p.key)
 		if err != nil {
