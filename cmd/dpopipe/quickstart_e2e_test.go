@@ -92,3 +92,27 @@ func readJSON(t *testing.T, path string, v any) {
 		t.Fatalf("%s: %v", path, err)
 	}
 }
+
+// TestNoCache runs the quickstart (shortened) with --no-cache and a relative
+// run directory: every stage runs, later stages read earlier artifacts from
+// the run directory, and the cache stays empty.
+func TestNoCache(t *testing.T) {
+	e := newEnv(t)
+	file, _ := filepath.Abs(filepath.Join(repoRoot(), "examples", "quickstart", "train.hcl"))
+	r := e.run("run", file, "--run-dir", "rel-run", "--no-cache", "-var", "sft_steps=20")
+	if r.code != 0 {
+		t.Fatalf("--no-cache run failed:\n%s\n%s", r.stdout, r.stderr)
+	}
+	rec := e.readRun(filepath.Join(e.dir, "rel-run"))
+	for _, s := range rec.Stages {
+		if s.CacheHit || s.Status != "ok" {
+			t.Fatalf("stage %s: status %s hit %v", s.Name, s.Status, s.CacheHit)
+		}
+	}
+	if ls := e.run("cache", "ls"); strings.Count(strings.TrimSpace(ls.stdout), "\n") != 0 {
+		t.Fatalf("--no-cache left entries:\n%s", ls.stdout)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(e.cache, "rows")); len(entries) != 0 {
+		t.Fatalf("--no-cache left row segments: %v", entries)
+	}
+}
