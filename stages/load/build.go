@@ -25,6 +25,14 @@ var IDsType = arrow.ListOf(arrow.PrimitiveTypes.Int32)
 
 // Schema returns the output schema for a prompt format.
 func Schema(format string) *arrow.Schema {
+	if format == pfText {
+		return arrow.NewSchema([]arrow.Field{
+			{Name: "row", Type: arrow.PrimitiveTypes.Int64},
+			{Name: "text", Type: arrow.BinaryTypes.String},
+			{Name: "weight", Type: arrow.PrimitiveTypes.Float32},
+			{Name: "split", Type: arrow.BinaryTypes.String},
+		}, nil)
+	}
 	var t arrow.DataType = arrow.BinaryTypes.String
 	names := [3]string{"prompt", "chosen", "rejected"}
 	switch format {
@@ -58,6 +66,13 @@ func newBatcher(format string) *batcher {
 func (bt *batcher) add(p *pair) {
 	b := bt.b
 	b.Field(0).(*array.Int64Builder).Append(p.row)
+	if bt.format == pfText {
+		b.Field(1).(*array.StringBuilder).Append(p.text)
+		b.Field(2).(*array.Float32Builder).Append(p.weight)
+		b.Field(3).(*array.StringBuilder).Append(p.split)
+		bt.n++
+		return
+	}
 	switch bt.format {
 	case pfConversational:
 		appendMsgs(b.Field(1).(*array.ListBuilder), p.pMsgs)

@@ -40,17 +40,23 @@
 //     (all but the last).
 //   - tokenized: prompt_ids, chosen_ids and rejected_ids integer lists
 //     (checked against vocab_size when it is set).
+//   - text: plain documents, not pairs, for the sft stage to warm a model
+//     up on: a text string per row (columns = { text = "content" } maps
+//     it). The output columns are then row (int64), text (utf8), weight
+//     (float32) and split (utf8), with the same row numbers, weights and
+//     split rules as for pairs.
 //
 // With prompt_format = "auto" the format is taken from the first good row:
-// *_ids columns mean tokenized; list or object completions, or a list
+// a mapped text column, or a text field without chosen and rejected, means
+// text; *_ids columns mean tokenized; list or object completions, or a list
 // prompt, mean conversational; string completions with a prompt mean
 // explicit, without one implicit.
 //
 // # Bad rows
 //
 // Invalid JSON or CSV, invalid UTF-8, a missing field or one of the wrong
-// type, an empty completion, identical chosen and rejected, a bad weight or
-// bad token ids stop the stage with an error naming the file and the line or
+// type, an empty completion or text, identical chosen and rejected, a bad
+// weight or bad token ids stop the stage with an error naming the file and the line or
 // row, unless on_error = "skip": then the row is written to quarantine.jsonl
 // in the stage's directory (row, file, place, reason, error and the raw
 // text), counted in the stat "skipped/<reason>", and the first 3 rows of each
@@ -86,7 +92,7 @@ func (*Stage) Spec() sdk.Spec {
 	return sdk.Spec{
 		Type:    "load",
 		Version: Version,
-		Description: "Reads preference pairs from JSON Lines, JSON, Parquet, Arrow IPC or CSV files (optionally gzipped) or a dataset directory. " +
+		Description: "Reads preference pairs, or plain text documents (prompt_format = \"text\": columns row, text, weight, split) for sft, from JSON Lines, JSON, Parquet, Arrow IPC or CSV files (optionally gzipped) or a dataset directory. " +
 			"row is the 1-based line number for JSON Lines and the 0-based record index for other formats (files of a directory are numbered as if concatenated in sorted order).",
 		Config: []sdk.Attr{
 			{Name: "path", Type: "string", Required: true, Path: true,
@@ -94,9 +100,9 @@ func (*Stage) Spec() sdk.Spec {
 			{Name: "format", Type: "string", Default: sdk.Def("auto"), Enum: []string{"auto", "jsonl", "json", "parquet", "arrow", "csv"},
 				Description: "The file format; auto goes by extension (.jsonl .json .parquet .arrow .csv, optionally .gz). A .json file starting with an object is read as JSON Lines."},
 			{Name: "columns", Type: "map(string)",
-				Description: `Source column names for the keys prompt, chosen, rejected, weight, prompt_ids, chosen_ids and rejected_ids ("messages" is an alias of prompt), e.g. { prompt = "question", chosen = "response_j", rejected = "response_k" }. A dotted name ("input.messages") reaches into objects.`},
-			{Name: "prompt_format", Type: "string", Default: sdk.Def("auto"), Enum: []string{"auto", "explicit", "implicit", "conversational", "tokenized"},
-				Description: "How prompts are given: explicit strings, implicit in shared transcripts, conversational message lists or tokenized id lists; auto decides from the first row."},
+				Description: `Source column names for the keys prompt, chosen, rejected, weight, prompt_ids, chosen_ids and rejected_ids ("messages" is an alias of prompt), e.g. { prompt = "question", chosen = "response_j", rejected = "response_k" }, or text for a text dataset ({ text = "content" }). A dotted name ("input.messages") reaches into objects.`},
+			{Name: "prompt_format", Type: "string", Default: sdk.Def("auto"), Enum: []string{"auto", "explicit", "implicit", "conversational", "tokenized", "text"},
+				Description: "How prompts are given: explicit strings, implicit in shared transcripts, conversational message lists or tokenized id lists; or text: plain documents (no pairs) for the sft stage. auto decides from the first row (a text field without chosen and rejected, or a mapped text column, means text)."},
 			{Name: "split", Type: "any",
 				Description: `Train/eval split: { eval = 0.1, seed = 7 } sends each row to eval by a hash of (seed, row), stable when rows are appended; { by = "file" } takes it from file names (train -> train; test, validation, valid, dev, eval -> eval). Without it every row is train.`},
 			{Name: "on_error", Type: "string", Default: sdk.Def("fail"), Enum: []string{"fail", "skip"},
@@ -108,7 +114,8 @@ func (*Stage) Spec() sdk.Spec {
 		},
 		Output: []sdk.Column{
 			{Name: "row", Type: "int64"},
-			{Name: "prompt"}, {Name: "chosen"}, {Name: "rejected"},
+			{Name: "prompt", Optional: true}, {Name: "chosen", Optional: true}, {Name: "rejected", Optional: true},
+			{Name: "text", Type: "utf8", Optional: true},
 			{Name: "weight", Type: "float32"},
 			{Name: "split", Type: "utf8"},
 		},
@@ -146,8 +153,8 @@ func parseConfig(c sdk.Config) (*config, error) {
 	if !oneOf(cfg.Format, "auto", fmtJSONL, fmtJSON, fmtParquet, fmtArrow, fmtCSV) {
 		errs = append(errs, sdk.Errorf("format", "Unknown format", "%q: use auto, jsonl, json, parquet, arrow or csv", cfg.Format))
 	}
-	if !oneOf(cfg.PromptFormat, pfAuto, pfExplicit, pfImplicit, pfConversational, pfTokenized) {
-		errs = append(errs, sdk.Errorf("prompt_format", "Unknown prompt format", "%q: use auto, explicit, implicit, conversational or tokenized", cfg.PromptFormat))
+	if !oneOf(cfg.PromptFormat, pfAuto, pfExplicit, pfImplicit, pfConversational, pfTokenized, pfText) {
+		errs = append(errs, sdk.Errorf("prompt_format", "Unknown prompt format", "%q: use auto, explicit, implicit, conversational, tokenized or text", cfg.PromptFormat))
 	}
 	if !oneOf(cfg.OnError, "fail", "skip") {
 		errs = append(errs, sdk.Errorf("on_error", "Invalid on_error", "%q: use fail or skip", cfg.OnError))
@@ -174,6 +181,21 @@ func parseConfig(c sdk.Config) (*config, error) {
 		if _, m := cfg.Columns["messages"]; m {
 			errs = append(errs, sdk.Errorf("columns", "Conflicting columns", "set prompt or messages, not both"))
 		}
+	}
+	var pairMapped []string
+	for _, k := range pairKeys {
+		if _, ok := cfg.Columns[k]; ok {
+			pairMapped = append(pairMapped, k)
+		}
+	}
+	_, textMapped := cfg.Columns["text"]
+	switch {
+	case textMapped && len(pairMapped) > 0:
+		errs = append(errs, sdk.Errorf("columns", "Conflicting columns", "text (a text dataset) cannot be mapped together with %s (preference pairs); map one or the other", strings.Join(pairMapped, ", ")))
+	case cfg.PromptFormat == pfText && len(pairMapped) > 0:
+		errs = append(errs, sdk.Errorf("columns", "Columns do not fit the prompt format", `prompt_format = "text" reads only text (and weight); remove %s, or map text = "..."`, strings.Join(pairMapped, ", ")))
+	case textMapped && cfg.PromptFormat != pfAuto && cfg.PromptFormat != pfText:
+		errs = append(errs, sdk.Errorf("columns", "Columns do not fit the prompt format", `text is read only with prompt_format = "text" (or "auto"), not %q`, cfg.PromptFormat))
 	}
 	if len(cfg.Split) > 0 {
 		s, err := parseSplit(cfg.Split)

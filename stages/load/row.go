@@ -16,6 +16,7 @@ const (
 	pfImplicit       = "implicit"
 	pfConversational = "conversational"
 	pfTokenized      = "tokenized"
+	pfText           = "text"
 )
 
 // message is one chat turn.
@@ -31,6 +32,7 @@ type pair struct {
 	prompt, chosen, rej string
 	pMsgs, cMsgs, rMsgs []message
 	pIDs, cIDs, rIDs    []int32
+	text                string // prompt_format "text": the document
 	weight              float32
 	split               string
 }
@@ -45,11 +47,15 @@ var defaultNames = map[string][]string{
 	"prompt_ids":   {"prompt_ids"},
 	"chosen_ids":   {"chosen_ids"},
 	"rejected_ids": {"rejected_ids"},
+	"text":         {"text"},
 }
 
 // columnKeys lists the keys columns accepts ("messages" is an alias of
 // "prompt").
-var columnKeys = []string{"prompt", "chosen", "rejected", "weight", "prompt_ids", "chosen_ids", "rejected_ids", "messages"}
+var columnKeys = []string{"prompt", "chosen", "rejected", "weight", "prompt_ids", "chosen_ids", "rejected_ids", "messages", "text"}
+
+// pairKeys are the keys of preference data; a text dataset maps none of them.
+var pairKeys = []string{"prompt", "chosen", "rejected", "prompt_ids", "chosen_ids", "rejected_ids", "messages"}
 
 // interp turns decoded rows into pairs.
 type interp struct {
@@ -117,11 +123,18 @@ func (in *interp) lookup(val map[string]any, key string) (v any, name string, ok
 
 // detect picks the prompt format from a row.
 func (in *interp) detect(r *srcRow) string {
+	if in.mapped["text"] {
+		return pfText // columns maps text (and, checked, no pair key)
+	}
 	if _, _, ok := in.lookup(r.val, "chosen_ids"); ok {
 		return pfTokenized
 	}
 	c, _, ok := in.lookup(r.val, "chosen")
 	if !ok {
+		_, _, hasRej := in.lookup(r.val, "rejected")
+		if _, _, hasText := in.lookup(r.val, "text"); hasText && !hasRej {
+			return pfText
+		}
 		return ""
 	}
 	switch c.(type) {
@@ -145,7 +158,9 @@ func (in *interp) convert(r *srcRow) (*pair, *rowError) {
 	format := in.format
 	if format == pfAuto {
 		if format = in.detect(r); format == "" {
-			return nil, in.missing(r, "chosen")
+			e := in.missing(r, "chosen")
+			e.msg += `, or for a text dataset map its documents with columns = { text = "..." }`
+			return nil, e
 		}
 	}
 	p := &pair{row: r.row, weight: 1}
@@ -159,6 +174,8 @@ func (in *interp) convert(r *srcRow) (*pair, *rowError) {
 		err = in.conversational(r, p)
 	case pfTokenized:
 		err = in.tokenized(r, p)
+	case pfText:
+		err = in.plainText(r, p)
 	}
 	if err != nil {
 		return nil, err
@@ -430,6 +447,18 @@ func equalMsgs(a, b []message) bool {
 		}
 	}
 	return true
+}
+
+// plainText reads the document of a text row (prompt_format "text").
+func (in *interp) plainText(r *srcRow, p *pair) *rowError {
+	var err *rowError
+	if p.text, err = in.str(r, "text"); err != nil {
+		return err
+	}
+	if p.text == "" {
+		return badRow("empty_text", "text is empty")
+	}
+	return nil
 }
 
 func (in *interp) tokenized(r *srcRow, p *pair) *rowError {
