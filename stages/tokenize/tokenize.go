@@ -42,6 +42,22 @@
 // error/out_of_vocab; the counts and the first rows of each reason are
 // printed.
 //
+// # Text datasets
+//
+// An input with a text column and no prompt, chosen or rejected (the load
+// stage's prompt_format = "text") is a text dataset: each document becomes
+// a chosen-only row,
+//
+//	prompt_ids   = [BOS if the tokenizer adds one]   (else empty)
+//	chosen_ids   = encode(text) + [EOS]
+//	rejected_ids = []                                 (empty)
+//
+// for the sft stage (target = "chosen") to train on. The same rules apply:
+// BOS and EOS appear once, a document longer than max_length keeps its
+// first tokens (truncated/completion, truncated/eos_lost) or is dropped
+// (on_overflow = "drop", dropped/too_long), and an empty or blank document
+// is dropped (dropped/empty_completion). The dpo stage refuses such rows.
+//
 // # Pre-tokenized input
 //
 // prompt_ids, chosen_ids and rejected_ids columns (any integer list type)
@@ -96,7 +112,8 @@ func (*Stage) Spec() sdk.Spec {
 		Type:    "tokenize",
 		Version: Version,
 		Description: "Tokenizes preference pairs: prompt_ids = [BOS] + encode(prompt), completions = encode(completion) + [EOS], " +
-			"prompt and completions tokenized separately; truncates or drops long rows and counts every change.",
+			"prompt and completions tokenized separately; truncates or drops long rows and counts every change. " +
+			"A text column (load's prompt_format = \"text\") becomes chosen-only rows for sft: prompt_ids = [BOS], chosen_ids = encode(text) + [EOS], rejected_ids empty.",
 		Config: []sdk.Attr{
 			{Name: "tokenizer", Type: "string", Path: true,
 				Description: `A tokenizer file or directory: llama2.c tokenizer.bin, Hugging Face tokenizer.json (file or directory) or GPT-2 vocab.json+merges.txt. The value "bytes" names the built-in byte tokenizer (no file); prefer builtin_tokenizer = "bytes" for it.`},
@@ -121,6 +138,7 @@ func (*Stage) Spec() sdk.Spec {
 			{Name: "row", Type: "int64"},
 			{Name: "prompt", Optional: true}, {Name: "chosen", Optional: true}, {Name: "rejected", Optional: true},
 			{Name: "prompt_ids", Optional: true}, {Name: "chosen_ids", Optional: true}, {Name: "rejected_ids", Optional: true},
+			{Name: "text", Optional: true},
 			{Name: "weight", Type: "float32", Optional: true},
 			{Name: "split", Type: "utf8", Optional: true},
 		},
@@ -224,6 +242,7 @@ const (
 	kindText = iota
 	kindMessages
 	kindIDs
+	kindDoc // a text dataset: one document per row, chosen-only output
 )
 
 // task is one input row.
@@ -295,6 +314,17 @@ func (w *worker) process(t *task) (res result) {
 		}
 		c = encodeSegs(tok, tmpl.RenderCompletion(t.cm))
 		r = encodeSegs(tok, tmpl.RenderCompletion(t.rm))
+	case kindDoc:
+		if blank(t.chosen) {
+			res.drop, res.msg = "dropped/empty_completion", "text is empty"
+			return res
+		}
+		p = []int32{}
+		if addBOS {
+			p = append(p, bos)
+		}
+		c = tok.Encode(t.chosen)
+		r = []int32{}
 	case kindIDs:
 		vocab := int64(tok.VocabSize())
 		for _, col := range []struct {
@@ -318,7 +348,15 @@ func (w *worker) process(t *task) (res result) {
 			return res
 		}
 	}
-	if w.kind != kindIDs {
+	if w.kind == kindDoc {
+		if len(c) == 0 {
+			res.drop, res.msg = "dropped/empty_completion", "text is empty after tokenization"
+			return res
+		}
+		if w.cfg.AddEOS && eos >= 0 && c[len(c)-1] != eos {
+			c = append(c, eos)
+		}
+	} else if w.kind != kindIDs {
 		if len(c) == 0 || len(r) == 0 {
 			res.drop, res.msg = "dropped/empty_completion", emptyWhich(len(c) == 0)+" after tokenization"
 			return res
@@ -332,7 +370,7 @@ func (w *worker) process(t *task) (res result) {
 			}
 		}
 	}
-	if equal32(c, r) {
+	if w.kind != kindDoc && equal32(c, r) {
 		res.drop, res.msg = "dropped/identical", "chosen and rejected have the same ids"
 		return res
 	}
@@ -374,7 +412,7 @@ func (w *worker) process(t *task) (res result) {
 			}
 		}
 		res.notes = append(res.notes, note{"truncated/completion", fmt.Sprintf("%s tokens cut to %d (max_length %d - prompt %d)", strings.Join(cut, " and "), budget, w.maxLen, len(p))})
-		if equal32(c, r) {
+		if w.kind != kindDoc && equal32(c, r) {
 			res.drop, res.msg = "dropped/identical", fmt.Sprintf("chosen and rejected are identical after truncation to %d tokens", budget)
 			return res
 		}
@@ -467,11 +505,21 @@ func bindColumns(rec arrow.RecordBatch) (*columns, error) {
 		}
 		return cs, nil
 	}
+	if txt := col("text"); txt != nil && col("prompt") == nil && col("chosen") == nil && col("rejected") == nil {
+		f, err := stringGetter(txt)
+		if err != nil {
+			return nil, fmt.Errorf("tokenize: text is %v: want utf8", txt.DataType())
+		}
+		cs.kind = kindDoc
+		cs.names = [3]string{"text"}
+		cs.text[1] = f
+		return cs, nil
+	}
 	cs.names = [3]string{"prompt", "chosen", "rejected"}
 	for k, name := range cs.names {
 		a := col(name)
 		if a == nil {
-			return nil, fmt.Errorf("tokenize: the input lacks the %s column (or prompt_ids, chosen_ids and rejected_ids); its schema is %v", name, s)
+			return nil, fmt.Errorf("tokenize: the input lacks the %s column (or prompt_ids, chosen_ids and rejected_ids, or a text column alone); its schema is %v", name, s)
 		}
 		if f, err := stringGetter(a); err == nil {
 			if k > 0 && cs.kind != kindText {
@@ -619,6 +667,13 @@ func (cs *columns) tasks(n int) []task {
 			t.pi, ok[0] = cs.ids[0](i)
 			t.ci, ok[1] = cs.ids[1](i)
 			t.ri, ok[2] = cs.ids[2](i)
+		case kindDoc:
+			var valid bool
+			t.chosen, valid = cs.text[1](i)
+			if !valid {
+				t.null = "text"
+			}
+			continue
 		}
 		for k := range ok {
 			if !ok[k] {
