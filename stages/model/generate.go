@@ -10,11 +10,26 @@ import (
 
 // GenOptions controls Generate.
 type GenOptions struct {
-	MaxTokens   int
-	Temperature float64 // 0 = greedy
-	TopP        float64 // nucleus sampling when in (0, 1)
-	Seed        uint64
-	StopAtEOS   bool
+	// MaxTokens bounds the number of new tokens; zero or negative
+	// generates none.
+	MaxTokens int
+	// Temperature divides the logits before the softmax that tokens are
+	// sampled from. 0 is greedy decoding (the most likely token, the lowest
+	// id on ties), in which case TopP and Seed are ignored. Negative and NaN
+	// are errors.
+	Temperature float64
+	// TopP is the nucleus-sampling threshold: with 0 < TopP < 1 tokens are
+	// drawn from the smallest set of most likely tokens (ties broken towards
+	// the lower id) whose probability mass at the given temperature reaches
+	// TopP, renormalised. 0 (the zero value) and 1 turn it off and sample
+	// from the full distribution. Values outside [0, 1] and NaN are errors.
+	TopP float64
+	// Seed seeds the sampler. Each call has its own generator, so the
+	// tokens depend only on the model, the prompt and the options.
+	Seed uint64
+	// StopAtEOS ends generation after the model emits Config.EOS (when it
+	// is known, >= 0). The EOS token is included in the returned tokens.
+	StopAtEOS bool
 }
 
 // decoder runs one token at a time with a key/value cache.
@@ -102,9 +117,19 @@ func (dec *decoder) step(token int32, pos int) {
 	sgemm(false, true, 1, c.VocabSize, d, 1, dec.xn, d, lay.wclsView(P), d, 0, dec.logits, c.VocabSize)
 }
 
-// Generate continues prompt with up to MaxTokens new tokens (bounded by the
-// model's SeqLen) and returns only the new tokens.
+// Generate continues prompt with up to MaxTokens new tokens and returns only
+// the new tokens. Generation also stops when prompt and output together fill
+// the model's context (SeqLen tokens), so that the whole sequence can be
+// scored by a Runner; a prompt of exactly SeqLen tokens thus yields no
+// tokens, and a longer one is an error. The result is deterministic: it
+// depends only on the model, the prompt and opt.
 func (m *Model) Generate(prompt []int32, opt GenOptions) ([]int32, error) {
+	return m.generate(prompt, opt, nil)
+}
+
+// generate is Generate; when onStep is not nil it is called with the logits
+// each new token is chosen from (a buffer that is overwritten afterwards).
+func (m *Model) generate(prompt []int32, opt GenOptions, onStep func(logits []float32)) ([]int32, error) {
 	c := &m.Config
 	if len(prompt) == 0 {
 		return nil, errors.New("model: Generate needs a non-empty prompt")
@@ -118,18 +143,28 @@ func (m *Model) Generate(prompt []int32, opt GenOptions) ([]int32, error) {
 		}
 	}
 	if opt.Temperature < 0 || math.IsNaN(opt.Temperature) {
-		return nil, fmt.Errorf("model: negative temperature %v", opt.Temperature)
+		return nil, fmt.Errorf("model: invalid temperature %v: use 0 (greedy) or a positive number", opt.Temperature)
+	}
+	if !(opt.TopP >= 0 && opt.TopP <= 1) {
+		return nil, fmt.Errorf("model: invalid top-p %v: use a number in [0, 1] (0 and 1 turn it off)", opt.TopP)
+	}
+	n := min(opt.MaxTokens, c.SeqLen-len(prompt))
+	if n <= 0 {
+		return nil, nil
 	}
 	dec := newDecoder(m)
 	for p, id := range prompt {
 		dec.step(id, p)
 	}
 	rng := rand.New(rand.NewPCG(opt.Seed, 0x853c49e6748fea9b))
-	var out []int32
+	out := make([]int32, 0, n)
 	probs := make([]float64, c.VocabSize)
 	var idx []int
 	pos := len(prompt)
-	for len(out) < opt.MaxTokens {
+	for {
+		if onStep != nil {
+			onStep(dec.logits)
+		}
 		var next int32
 		if opt.Temperature == 0 {
 			best := 0
@@ -159,7 +194,7 @@ func (m *Model) Generate(prompt []int32, opt GenOptions) ([]int32, error) {
 		if opt.StopAtEOS && c.EOS >= 0 && next == c.EOS {
 			break
 		}
-		if pos >= c.SeqLen || len(out) >= opt.MaxTokens {
+		if len(out) >= n {
 			break
 		}
 		dec.step(next, pos)
