@@ -125,7 +125,7 @@ func attrs(kind string) []sdk.Attr {
 		)
 	} else {
 		a = append(a, sdk.Attr{Name: "target", Type: "string", Default: sdk.Def("chosen"), Enum: []string{"chosen", "both"},
-			Description: `What to learn: "chosen" completions, or "both" chosen and rejected completions as separate examples.`})
+			Description: `What to learn: "chosen" completions (the documents of a text dataset), or "both" chosen and rejected completions as separate examples (empty rejected completions are skipped).`})
 	}
 	a = append(a,
 		sdk.Attr{Name: "learning_rate", Type: "number", Default: sdk.Def(1e-6), Description: "Peak learning rate of AdamW."},

@@ -15,7 +15,10 @@ import (
 //     each a mean over its pairs, weighted by their share of the step).
 //   - rewards/*, logps/* and logits/* are computed per micro-batch, as TRL's
 //     store_metrics does on every forward, and averaged over the window's
-//     micro-batches when logged.
+//     micro-batches when logged. An sft micro-batch with target "both"
+//     whose rejected completions are all empty (text rows) has no
+//     logps/rejected or logits/rejected: those average over the other
+//     micro-batches (0 when there are none).
 //   - grad_norm is the pre-clipping global norm of the window's last step,
 //     as the Trainer logs it.
 //   - learning_rate is the scheduler's rate after the window's last step,
@@ -45,10 +48,13 @@ type window struct {
 	LossSum float64   `json:"loss_sum"`
 	Micro   int       `json:"micro"`
 	Sums    []float64 `json:"sums"`
+	// NoRej counts the micro-batches without a rejected completion (sft,
+	// target "both", on text rows): they have no */rejected metrics.
+	NoRej int `json:"no_rej,omitempty"`
 }
 
 func (w *window) reset(n int) {
-	w.Steps, w.LossSum, w.Micro = 0, 0, 0
+	w.Steps, w.LossSum, w.Micro, w.NoRej = 0, 0, 0, 0
 	if len(w.Sums) != n {
 		w.Sums = make([]float64, n)
 	}
@@ -59,6 +65,7 @@ func (w *window) reset(n int) {
 type stepMetrics struct {
 	loss     float64
 	micro    int
+	noRej    int
 	sums     []float64
 	gradNorm float64
 	tokens   int64
@@ -66,12 +73,21 @@ type stepMetrics struct {
 }
 
 func (s *stepMetrics) reset(n int) {
-	s.loss, s.micro, s.gradNorm, s.tokens = 0, 0, 0, 0
+	s.loss, s.micro, s.noRej, s.gradNorm, s.tokens = 0, 0, 0, 0, 0
 	if len(s.sums) != n {
 		s.sums = make([]float64, n)
 	}
 	clear(s.sums)
 	s.rows = s.rows[:0]
+}
+
+// mean is the window's mean of metric i, named name.
+func (w *window) mean(i int, name string) float64 {
+	n := w.Micro
+	if strings.HasSuffix(name, "/rejected") {
+		n -= w.NoRej
+	}
+	return w.Sums[i] / float64(max(1, n))
 }
 
 // metricLine renders one metrics.jsonl line with a fixed key order.
@@ -86,7 +102,7 @@ func metricLine(step int, epoch float64, w *window, names []string, gradNorm, lr
 	}
 	fmt.Fprintf(&b, `{"step":%d,"epoch":%s,"loss":%s`, step, num(epoch), num(w.LossSum/float64(max(1, w.Steps))))
 	for i, n := range names {
-		fmt.Fprintf(&b, `,%q:%s`, n, num(w.Sums[i]/float64(max(1, w.Micro))))
+		fmt.Fprintf(&b, `,%q:%s`, n, num(w.mean(i, n)))
 	}
 	fmt.Fprintf(&b, `,"grad_norm":%s,"learning_rate":%s,"num_input_tokens_seen":%d}`, num(gradNorm), num(lr), tokens)
 	return []byte(b.String())

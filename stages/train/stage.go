@@ -13,6 +13,14 @@
 // The dpo stage trains on split == "train" rows; each pair's weight
 // multiplies its loss. The sft stage minimises the mean token NLL pooled
 // over every completion token of a step (row weights are not used).
+//
+// The sft stage also trains on text datasets: the tokenize stage turns a
+// load stage's text rows into chosen-only rows (prompt_ids [BOS],
+// chosen_ids the document and EOS, rejected_ids empty). target = "chosen"
+// learns the documents; target = "both" skips the empty rejected
+// completions (it learns each pair's non-empty ones). The dpo stage refuses
+// a table whose rejected completions are all empty: there is nothing to
+// prefer.
 // Micro-batches enter a step's gradient with their share of the step's
 // pairs (1/gradient_accumulation_steps when they are full), so accumulation
 // equals one large batch for every loss that is a mean over pairs.
@@ -78,15 +86,28 @@ func (s *stage) Spec() sdk.Spec {
 			sdk.Column{Name: pairs.ColRejectedTokens, Type: "int32"},
 		)
 		return sdk.Spec{Type: "dpo", Version: Version, Config: attrs("dpo"), Input: in,
-			Description: "Trains a policy with DPO or another preference loss (or a weighted mix) on the train split of pairs with reference log-probs; writes model/, metrics.jsonl and train_summary.json."}
+			Description: "Trains a policy with DPO or another preference loss (or a weighted mix) on the train split of pairs with reference log-probs; writes model/, metrics.jsonl and train_summary.json. " +
+				"A table without rejected completions (a text dataset) is refused: use sft for it."}
 	}
 	return sdk.Spec{Type: "sft", Version: Version, Config: attrs("sft"), Input: in,
-		Description: "Fine-tunes a model (or one built from scratch with init) on the chosen completions, or on both completions, of the train split by token NLL; writes model/, metrics.jsonl and train_summary.json."}
+		Description: "Fine-tunes a model (or one built from scratch with init) on the chosen completions, or on both completions, of the train split by token NLL; writes model/, metrics.jsonl and train_summary.json. " +
+			"Also trains on text datasets (load prompt_format = \"text\", then tokenize): their rows are chosen-only, and target = \"both\" skips empty rejected completions."}
 }
 
 func (s *stage) Configure(c sdk.Config) error {
 	_, err := decodeConfig(s.kind, c)
 	return err
+}
+
+// noRejected reports whether ps has rows and none of them a rejected
+// completion: a text dataset's chosen-only rows.
+func noRejected(ps []pairs.Pair) bool {
+	for i := range ps {
+		if len(ps[i].Rejected) > 0 {
+			return false
+		}
+	}
+	return len(ps) > 0
 }
 
 func envInt(name string) (int, bool) {
@@ -113,6 +134,9 @@ func (s *stage) Run(ctx context.Context, run *sdk.Run) error {
 	if err != nil {
 		return err
 	}
+	if s.kind == "dpo" && noRejected(all) {
+		return fmt.Errorf("every rejected completion of the input's %d rows is empty: the input looks like a text dataset (load prompt_format = \"text\"), which has no preference to learn; train on it with the sft stage (target = \"chosen\") instead", len(all))
+	}
 	var data []pairs.Pair
 	for _, p := range all {
 		if p.Split == pairs.SplitTrain {
@@ -132,6 +156,10 @@ func (s *stage) Run(ctx context.Context, run *sdk.Run) error {
 	t, err := newTrainer(cfg, m, data)
 	if err != nil {
 		return err
+	}
+	if t.noRejected > 0 {
+		run.Printf("target = \"both\": %d of %d rows have an empty rejected completion (text rows); they train on their chosen completion only", t.noRejected, len(data))
+		run.SetStat("rejected/empty", int64(t.noRejected))
 	}
 	run.SetStat("train_pairs", int64(len(data)))
 	run.SetStat("steps", int64(t.totalSteps))

@@ -23,8 +23,10 @@ type trainer struct {
 	data []pairs.Pair
 	// sequences of every pair, built once
 	chosen, rejected []model.Seq
-	seqTokens        [][2]int // completion tokens of chosen and rejected
-	seqLen           [][2]int // full lengths
+	seqTokens        [][2]int // completion tokens of chosen and rejected (0 when not trained on)
+	seqLen           [][2]int // full lengths (0 when not trained on)
+	hasRej           []bool   // the rejected completion is trained on (dpo; sft with target "both" and a non-empty one)
+	noRejected       int      // sft "both": pairs whose empty rejected completion is skipped
 
 	sched         schedule
 	totalSteps    int
@@ -87,14 +89,30 @@ func newTrainer(cfg *config, m *model.Model, data []pairs.Pair) (*trainer, error
 	t.rejected = make([]model.Seq, len(data))
 	t.seqTokens = make([][2]int, len(data))
 	t.seqLen = make([][2]int, len(data))
+	t.hasRej = make([]bool, len(data))
+	empty := func(s model.Seq) bool { return len(s.IDs) < 2 || s.Start >= len(s.IDs) }
 	for i := range data {
 		p := &data[i]
 		ids, start := p.ChosenSeq()
 		t.chosen[i] = model.Seq{IDs: ids, Start: start}
 		ids, start = p.RejectedSeq()
 		t.rejected[i] = model.Seq{IDs: ids, Start: start}
+		// sft learns chosen completions, and with target "both" the
+		// rejected ones that exist: text datasets have none.
+		switch {
+		case cfg.kind == "dpo":
+			t.hasRej[i] = true
+		case cfg.Target == "both":
+			t.hasRej[i] = !empty(t.rejected[i])
+			if !t.hasRej[i] {
+				t.noRejected++
+			}
+		}
 		for j, s := range []model.Seq{t.chosen[i], t.rejected[i]} {
-			if len(s.IDs) < 2 || s.Start >= len(s.IDs) {
+			if j == 1 && !t.hasRej[i] {
+				continue
+			}
+			if empty(s) {
 				return nil, fmt.Errorf("row %d: the %s completion is empty; there is nothing to score", p.Row, [2]string{"chosen", "rejected"}[j])
 			}
 			if len(s.IDs) > m.Config.SeqLen {
@@ -313,6 +331,7 @@ func (t *trainer) trainStep(injectNaN bool) error {
 	t.win.Steps++
 	t.win.LossSum += t.sm.loss
 	t.win.Micro += t.sm.micro
+	t.win.NoRej += t.sm.noRej
 	for i, v := range t.sm.sums {
 		t.win.Sums[i] += v
 	}
@@ -453,8 +472,10 @@ func (t *trainer) sftMicro(mb []int32) error {
 	}
 	if both {
 		for _, j := range mb {
-			t.seqs = append(t.seqs, t.rejected[j])
-			t.sm.tokens += int64(t.seqLen[j][1])
+			if t.hasRej[j] {
+				t.seqs = append(t.seqs, t.rejected[j])
+				t.sm.tokens += int64(t.seqLen[j][1])
+			}
 		}
 	}
 	sc, err := t.r.Forward(t.seqs)
@@ -491,15 +512,20 @@ func (t *trainer) sftMicro(mb []int32) error {
 	if both {
 		var lr, lgr float64
 		var nr int
-		for i := B; i < 2*B; i++ {
+		R := len(sc.Logp) - B // the rejected completions trained on
+		for i := B; i < B+R; i++ {
 			lr += sc.Logp[i]
 			lgr += sc.LogitSum[i]
 			nr += sc.Tokens[i]
 		}
 		s[0] += lc / float64(B)
-		s[1] += lr / float64(B)
 		s[2] += lgc / (float64(nc) * v)
-		s[3] += lgr / (float64(nr) * v)
+		if R > 0 {
+			s[1] += lr / float64(R)
+			s[3] += lgr / (float64(nr) * v)
+		} else {
+			t.sm.noRej++ // the rejected metrics average over the other micro-batches
+		}
 	} else {
 		s[0] += lc / float64(B)
 		s[1] += lgc / (float64(nc) * v)
@@ -521,7 +547,7 @@ func (t *trainer) logLine() []byte {
 func (t *trainer) windowValues() (lossV float64, vals []float64) {
 	vals = make([]float64, len(t.names))
 	for i := range vals {
-		vals[i] = t.win.Sums[i] / float64(max(1, t.win.Micro))
+		vals[i] = t.win.mean(i, t.names[i])
 	}
 	return t.win.LossSum / float64(max(1, t.win.Steps)), vals
 }
