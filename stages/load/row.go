@@ -70,6 +70,9 @@ func newInterp(columns map[string]string, format string, vocabSize int) *interp 
 	for k, v := range defaultNames {
 		in.names[k] = v
 	}
+	if format != pfAuto && format != pfText {
+		delete(in.names, "text") // never read a text column for pairs
+	}
 	for k, v := range columns {
 		if k == "messages" {
 			k = "prompt"
