@@ -605,3 +605,31 @@ func TestCacheCommands(t *testing.T) {
 		t.Fatal("a bad --older-than must be an error")
 	}
 }
+
+// TestLargeTablesStreamInBoundedBatches sends a table far larger than
+// gRPC's default 4 MB message limit through two plugin hops.
+func TestLargeTablesStreamInBoundedBatches(t *testing.T) {
+	e := newEnv(t)
+	var b strings.Builder
+	long := strings.Repeat("a long completion ", 16<<10) // ~288 KB
+	for i := 0; i < 120; i++ {                           // ~35 MB in all
+		fmt.Fprintf(&b, "{\"prompt\": \"p%d\", \"chosen\": %q, \"rejected\": \"short %d\"}\n", i, long, i)
+	}
+	e.write("big.jsonl", b.String())
+	file := e.write("big.hcl", `
+stage "load" "big" {
+  path = "big.jsonl"
+}
+stage "passthrough" "copy" {
+  input = stage.load.big
+}
+`)
+	r := e.run("run", file, "--run-dir", filepath.Join(e.dir, "run"))
+	if r.code != 0 {
+		t.Fatalf("a large table failed to stream:\n%s", r.stderr)
+	}
+	rec := e.readRun(filepath.Join(e.dir, "run"))
+	if cp := rec.Stages[1]; cp.RowsIn != 120 || cp.RowsOut != 120 {
+		t.Fatalf("rows in %d out %d, want 120", cp.RowsIn, cp.RowsOut)
+	}
+}
