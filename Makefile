@@ -14,7 +14,8 @@ export DPOPIPE_SELF = $(CURDIR)/$(BIN)
 
 build:
 	$(GO) build $(GOFLAGS_TAGS) -o $(BIN) ./cmd/dpopipe
-	cd examples/thirdparty-stage && $(GO) build -o ../../bin/dpopipe-stage-length_filter .
+	cd examples/thirdparty-stage && $(GO) build -o ../../bin/dpopipe-stage-length_filter . \
+		&& $(GO) build -o ../../bin/dpopipe-stage-http_judge ./httpjudge
 
 # The whole suite, with OpenBLAS when present, then the model package with
 # the pure-Go BLAS so that both variants stay tested.

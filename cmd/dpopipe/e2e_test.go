@@ -27,6 +27,7 @@ var bins struct {
 	dpopipe    string // the CLI
 	pluginDir  string // dpopipe-stage-* test plugins
 	lengthFilt string // the third-party example
+	httpJudge  string // the third-party judge example
 }
 
 func TestMain(m *testing.M) {
@@ -90,7 +91,11 @@ func buildBinaries(dir string) error {
 		}
 	}
 	bins.lengthFilt = filepath.Join(dir, "dpopipe-stage-length_filter")
-	return goBuild(filepath.Join(root, "examples", "thirdparty-stage"), bins.lengthFilt, ".", "")
+	if err := goBuild(filepath.Join(root, "examples", "thirdparty-stage"), bins.lengthFilt, ".", ""); err != nil {
+		return err
+	}
+	bins.httpJudge = filepath.Join(dir, "dpopipe-stage-http_judge")
+	return goBuild(filepath.Join(root, "examples", "thirdparty-stage"), bins.httpJudge, "./httpjudge", "")
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
