@@ -5,7 +5,6 @@ package main
 // with an independent implementation on stories260K.
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -263,11 +261,11 @@ func TestKillDuringScoringLeavesNoEntry(t *testing.T) {
 // per-token log-probs of an independent C implementation.
 func TestReferenceStories260K(t *testing.T) {
 	modelPath := testassets.Path(t, "models/stories260K/stories260K.bin")
-	golden := parseReferenceLogprobs(t, testassets.Path(t, "models/stories260K/reference_logprobs.txt"))
+	golden := testassets.ReferenceLogprobs(t)
 	girl, dog := golden[1], golden[2]
-	prompt := girl.ids[:5] // BOS + "Once upon a time"
+	prompt := girl.IDs[:5] // BOS + "Once upon a time"
 	e := newEnv(t)
-	row, _ := json.Marshal(map[string]any{"prompt_ids": prompt, "chosen_ids": girl.ids[5:], "rejected_ids": dog.ids[5:]})
+	row, _ := json.Marshal(map[string]any{"prompt_ids": prompt, "chosen_ids": girl.IDs[5:], "rejected_ids": dog.IDs[5:]})
 	e.write("pairs.jsonl", string(row)+"\n")
 	file := e.write("train.hcl", fmt.Sprintf(`
 stage "load" "pairs" {
@@ -296,7 +294,7 @@ stage "reference_logprobs" "ref" {
 		}
 		return
 	}
-	wantC, wantR := sum(girl.logps[4:]), sum(dog.logps[4:])
+	wantC, wantR := sum(girl.Logps[4:]), sum(dog.Logps[4:])
 	if d := math.Abs(ps[0].RefChosen - wantC); d > 1e-4 {
 		t.Fatalf("ref_chosen_logp %.6f, want %.6f", ps[0].RefChosen, wantC)
 	}
@@ -304,42 +302,8 @@ stage "reference_logprobs" "ref" {
 		t.Fatalf("ref_rejected_logp %.6f, want %.6f", ps[0].RefRejected, wantR)
 	}
 	for i, v := range ps[0].RefChosenTokenLogps {
-		if math.Abs(float64(v)-girl.logps[4+i]) > 1e-4 {
-			t.Fatalf("chosen token %d: %.6f, want %.6f", i, v, girl.logps[4+i])
+		if math.Abs(float64(v)-girl.Logps[4+i]) > 1e-4 {
+			t.Fatalf("chosen token %d: %.6f, want %.6f", i, v, girl.Logps[4+i])
 		}
 	}
-}
-
-type goldenText struct {
-	ids   []int32
-	logps []float64
-}
-
-func parseReferenceLogprobs(t *testing.T, path string) []goldenText {
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []goldenText
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		switch {
-		case len(fields) > 3 && fields[0] == "n_tokens":
-			var g goldenText
-			for _, s := range fields[3:] {
-				v, _ := strconv.Atoi(s)
-				g.ids = append(g.ids, int32(v))
-			}
-			out = append(out, g)
-		case len(fields) == 6 && fields[0] == "pos" && fields[4] == "logp":
-			v, _ := strconv.ParseFloat(fields[5], 64)
-			out[len(out)-1].logps = append(out[len(out)-1].logps, v)
-		}
-	}
-	if len(out) != 3 {
-		t.Fatalf("%s: parsed %d texts, want 3", path, len(out))
-	}
-	return out
 }

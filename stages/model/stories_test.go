@@ -1,7 +1,6 @@
 package model
 
 import (
-	"bufio"
 	"encoding/binary"
 	"math"
 	"os"
@@ -13,59 +12,6 @@ import (
 	"github.com/dpopipe/dpopipe/internal/testassets"
 )
 
-type refText struct {
-	ids   []int32
-	logps []float64
-}
-
-func parseReference(t *testing.T, path string) []refText {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []refText
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) == 0 {
-			continue
-		}
-		switch fs[0] {
-		case "n_tokens":
-			var r refText
-			for _, s := range fs[3:] {
-				v, err := strconv.Atoi(s)
-				if err != nil {
-					t.Fatalf("bad id %q", s)
-				}
-				r.ids = append(r.ids, int32(v))
-			}
-			out = append(out, r)
-		case "pos":
-			// pos P next ID logp V
-			v, err := strconv.ParseFloat(fs[5], 64)
-			if err != nil {
-				t.Fatalf("bad logp line %q", sc.Text())
-			}
-			r := &out[len(out)-1]
-			p, _ := strconv.Atoi(fs[1])
-			if p != len(r.logps) {
-				t.Fatalf("unexpected position in %q", sc.Text())
-			}
-			r.logps = append(r.logps, v)
-		}
-	}
-	if len(out) == 0 {
-		t.Fatal("no reference texts parsed")
-	}
-	return out
-}
-
-// decodeTok512 reads a llama2.c tokenizer file and decodes ids the way
-// llama2.c prints them: the leading space after BOS is dropped and
-// <0xXX> pieces become raw bytes.
 func decodeTok512(t *testing.T, path string, ids []int32) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -111,18 +57,18 @@ func loadStories(t *testing.T) (*Model, string) {
 }
 
 func TestStories260KLogprobs(t *testing.T) {
-	m, dir := loadStories(t)
+	m, _ := loadStories(t)
 	c := m.Config
 	if c.Dim != 64 || c.NKVHeads != 4 || !c.TiedEmbeddings || c.Rope != RopeAdjacent {
 		t.Fatalf("unexpected config %+v", c)
 	}
-	refs := parseReference(t, filepath.Join(dir, "reference_logprobs.txt"))
+	refs := testassets.ReferenceLogprobs(t)
 	var seqs []Seq
 	for _, r := range refs {
-		if len(r.logps) != len(r.ids)-1 {
-			t.Fatalf("reference has %d logps for %d ids", len(r.logps), len(r.ids))
+		if len(r.Logps) != len(r.IDs)-1 {
+			t.Fatalf("reference has %d logps for %d ids", len(r.Logps), len(r.IDs))
 		}
-		seqs = append(seqs, Seq{IDs: r.ids, Start: 1})
+		seqs = append(seqs, Seq{IDs: r.IDs, Start: 1})
 	}
 	run := NewRunner(m)
 	for _, batched := range []bool{true, false} {
@@ -143,7 +89,7 @@ func TestStories260KLogprobs(t *testing.T) {
 			}
 		}
 		for i, r := range refs {
-			for p, want := range r.logps {
+			for p, want := range r.Logps {
 				if d := math.Abs(float64(got[i][p]) - want); d > 1e-4 {
 					t.Errorf("batched=%v text %d pos %d: logp %.6f, reference %.6f", batched, i, p, got[i][p], want)
 				}

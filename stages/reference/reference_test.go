@@ -1,7 +1,6 @@
 package reference
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -148,57 +146,16 @@ func equalF32(a, b []float32) bool {
 
 func cfgFor(path string) map[string]any { return map[string]any{"model": path} }
 
-type refText struct {
-	ids   []int32
-	logps []float64
-}
-
-func parseReference(t *testing.T, path string) []refText {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []refText
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) == 0 {
-			continue
-		}
-		switch fs[0] {
-		case "n_tokens":
-			var r refText
-			for _, s := range fs[3:] {
-				v, err := strconv.Atoi(s)
-				if err != nil {
-					t.Fatalf("bad id %q", s)
-				}
-				r.ids = append(r.ids, int32(v))
-			}
-			out = append(out, r)
-		case "pos":
-			v, err := strconv.ParseFloat(fs[5], 64)
-			if err != nil || len(out) == 0 {
-				t.Fatalf("bad line %q", sc.Text())
-			}
-			out[len(out)-1].logps = append(out[len(out)-1].logps, v)
-		}
-	}
-	return out
-}
-
 func TestStories260K(t *testing.T) {
 	bin := testassets.Path(t, "models/stories260K/stories260K.bin")
-	refs := parseReference(t, testassets.Path(t, "models/stories260K/reference_logprobs.txt"))
+	refs := testassets.ReferenceLogprobs(t)
 	prompt := []int32{1, 403, 407, 261, 378}
-	var long []refText
+	var long []testassets.ReferenceText
 	for _, r := range refs {
-		if len(r.ids) > len(prompt) {
+		if len(r.IDs) > len(prompt) {
 			for i, id := range prompt {
-				if r.ids[i] != id {
-					t.Fatalf("reference text %v does not start with the prompt", r.ids)
+				if r.IDs[i] != id {
+					t.Fatalf("reference text %v does not start with the prompt", r.IDs)
 				}
 			}
 			long = append(long, r)
@@ -207,19 +164,19 @@ func TestStories260K(t *testing.T) {
 	if len(long) < 2 {
 		t.Fatalf("need two texts longer than the prompt, found %d", len(long))
 	}
-	p := pairs.Pair{Row: 0, Prompt: prompt, Chosen: long[0].ids[len(prompt):], Rejected: long[1].ids[len(prompt):],
+	p := pairs.Pair{Row: 0, Prompt: prompt, Chosen: long[0].IDs[len(prompt):], Rejected: long[1].IDs[len(prompt):],
 		Weight: 1, Split: pairs.SplitTrain}
 	res := mustRun(t, cfgFor(bin), []pairs.Pair{p}, runOpts{cacheDir: t.TempDir()})
 	got := res.pairs[0]
 	for k, side := range []struct {
-		ref  refText
+		ref  testassets.ReferenceText
 		logp float64
 		n    int32
 		tok  []float32
 	}{{long[0], got.RefChosen, got.ChosenTokens, got.RefChosenTokenLogps},
 		{long[1], got.RefRejected, got.RejectedTokens, got.RefRejectedTokenLogps}} {
 		// pos p predicts ids[p+1]; the completion is ids[len(prompt):].
-		want := side.ref.logps[len(prompt)-1:]
+		want := side.ref.Logps[len(prompt)-1:]
 		var sum float64
 		for _, v := range want {
 			sum += v

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -81,33 +80,12 @@ func loadAsset(t *testing.T, rel string) Tokenizer {
 
 func TestStories260KReference(t *testing.T) {
 	tok := loadAsset(t, "models/stories260K/tok512.bin")
-	ref := testassets.Path(t, "models/stories260K/reference_logprobs.txt")
-	data, err := os.ReadFile(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if tok.VocabSize() != 512 || tok.BOS() != 1 || tok.EOS() != 2 || !tok.AddBOS() {
 		t.Fatalf("VocabSize %d BOS %d EOS %d AddBOS %v", tok.VocabSize(), tok.BOS(), tok.EOS(), tok.AddBOS())
 	}
-	var text string
 	n := 0
-	for _, line := range strings.Split(string(data), "\n") {
-		if s, ok := strings.CutPrefix(line, "## text: "); ok {
-			text = s
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) < 4 || f[0] != "n_tokens" || f[2] != "ids" {
-			continue
-		}
-		var want []int32
-		for _, s := range f[3:] {
-			v, err := strconv.Atoi(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want = append(want, int32(v))
-		}
+	for _, r := range testassets.ReferenceLogprobs(t) {
+		text, want := r.Text, r.IDs
 		got := append([]int32{tok.BOS()}, tok.Encode(text)...)
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%q: got %v, want %v", text, got, want)
