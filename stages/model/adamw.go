@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync"
 )
 
 // AdamW is Adam with decoupled weight decay over a flat buffer, with PyTorch
@@ -50,29 +49,13 @@ type adamTask struct {
 	fn                                    func(part, lo, hi int)
 }
 
-var adamFree struct {
-	sync.Mutex
-	l []*adamTask
-}
+var adamFree = freeList[adamTask]{init: func(t *adamTask) { t.fn = t.rows }}
 
-func getAdamTask() *adamTask {
-	adamFree.Lock()
-	defer adamFree.Unlock()
-	if l := len(adamFree.l); l > 0 {
-		t := adamFree.l[l-1]
-		adamFree.l = adamFree.l[:l-1]
-		return t
-	}
-	t := new(adamTask)
-	t.fn = t.rows
-	return t
-}
+func getAdamTask() *adamTask { return adamFree.get() }
 
 func putAdamTask(t *adamTask) {
 	t.p, t.g, t.m, t.v = nil, nil, nil, nil
-	adamFree.Lock()
-	adamFree.l = append(adamFree.l, t)
-	adamFree.Unlock()
+	adamFree.put(t)
 }
 
 func (t *adamTask) rows(_, lo, hi int) {

@@ -33,10 +33,7 @@ type gemmTask struct {
 	fn            func(worker, i int)
 }
 
-var gemmFree struct {
-	sync.Mutex
-	l []*gemmTask
-}
+var gemmFree = freeList[gemmTask]{init: func(g *gemmTask) { g.fn = g.do }}
 
 func (g *gemmTask) do(_, p int) {
 	if g.fixed {
@@ -112,24 +109,11 @@ func (g *gemmTask) doFixed(p int) {
 	}
 }
 
-func getGemmTask() *gemmTask {
-	gemmFree.Lock()
-	defer gemmFree.Unlock()
-	if l := len(gemmFree.l); l > 0 {
-		g := gemmFree.l[l-1]
-		gemmFree.l = gemmFree.l[:l-1]
-		return g
-	}
-	g := new(gemmTask)
-	g.fn = g.do
-	return g
-}
+func getGemmTask() *gemmTask { return gemmFree.get() }
 
 func putGemmTask(g *gemmTask) {
 	g.a, g.b, g.c = nil, nil, nil
-	gemmFree.Lock()
-	gemmFree.l = append(gemmFree.l, g)
-	gemmFree.Unlock()
+	gemmFree.put(g)
 }
 
 // gemm computes C = alpha·op(A)·op(B) + beta·C (row-major, as blas32), splitting
@@ -247,29 +231,43 @@ func (j *job) call(w, i int) {
 	}
 }
 
-// jobFree recycles jobs (a free list rather than a sync.Pool, which a GC
-// would empty, so that steady-state steps never allocate).
-var jobFree struct {
-	sync.Mutex
-	l []*job
+// freeList recycles values of T (a free list rather than a sync.Pool, which
+// a GC would empty, so that steady-state steps never allocate). init, if
+// set, prepares a newly allocated value.
+type freeList[T any] struct {
+	mu   sync.Mutex
+	l    []*T
+	init func(*T)
 }
 
-func getJob() *job {
-	jobFree.Lock()
-	defer jobFree.Unlock()
-	if l := len(jobFree.l); l > 0 {
-		j := jobFree.l[l-1]
-		jobFree.l = jobFree.l[:l-1]
-		return j
+func (f *freeList[T]) get() *T {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n := len(f.l); n > 0 {
+		v := f.l[n-1]
+		f.l = f.l[:n-1]
+		return v
 	}
-	return new(job)
+	v := new(T)
+	if f.init != nil {
+		f.init(v)
+	}
+	return v
 }
+
+func (f *freeList[T]) put(v *T) {
+	f.mu.Lock()
+	f.l = append(f.l, v)
+	f.mu.Unlock()
+}
+
+var jobFree freeList[job]
+
+func getJob() *job { return jobFree.get() }
 
 func putJob(j *job) {
 	j.fn, j.rfn = nil, nil
-	jobFree.Lock()
-	jobFree.l = append(jobFree.l, j)
-	jobFree.Unlock()
+	jobFree.put(j)
 }
 
 // run calls fn(worker, i) for every i in [0, n), spread over the pool. The
