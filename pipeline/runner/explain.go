@@ -75,30 +75,8 @@ func Explain(ctx context.Context, path string, copts config.Options, cacheDir, s
 			return ex, nil
 		}
 		if ok {
-			res := &result{key: e.Key, rows: e.Rows}
-			var digests []string
-			if e.Output != nil {
-				res.output = e.Output.Path
-				digests = append(digests, e.Output.Digest)
-			}
-			if e.Artifact != nil {
-				res.artifact = e.Artifact.Path
-				digests = append(digests, e.Artifact.Digest)
-			}
-			res.digest = joinPlus(digests)
-			results[id] = res
+			results[id] = entryResult(e)
 		}
 	}
 	return nil, fmt.Errorf("stage %q not reached", stageName)
-}
-
-func joinPlus(xs []string) string {
-	out := ""
-	for i, x := range xs {
-		if i > 0 {
-			out += "+"
-		}
-		out += x
-	}
-	return out
 }

@@ -498,7 +498,7 @@ func (r *Runner) prepare(s *config.Stage, deps map[string]*result) (*prepared, e
 	if diags.HasErrors() {
 		return nil, &DiagError{Diags: diags, Sources: f.Sources}
 	}
-	digest, err := host.FileDigest(st.Source.Path)
+	digest, err := cache.HashFile(st.Source.Path)
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", st.Source.Path, err)
 	}
@@ -606,30 +606,11 @@ func (r *Runner) doStage(ctx context.Context, s *config.Stage, deps map[string]*
 }
 
 func (r *Runner) fromCache(s *config.Stage, sr *StageRecord, e *cache.Entry, stageDir string) (*result, error) {
-	res := &result{key: e.Key, rows: e.Rows}
-	var outputs []string
-	var digests []string
-	if e.Output != nil {
-		dst := filepath.Join(stageDir, "output.arrow")
-		if err := copyFile(e.Output.Path, dst); err != nil {
-			return nil, err
-		}
-		res.output = e.Output.Path
-		outputs = append(outputs, dst)
-		digests = append(digests, e.Output.Digest)
+	res := entryResult(e)
+	outputs, err := materialize(res, stageDir)
+	if err != nil {
+		return nil, err
 	}
-	if e.Artifact != nil {
-		names, err := copyTree(e.Artifact.Path, stageDir)
-		if err != nil {
-			return nil, err
-		}
-		res.artifact = e.Artifact.Path
-		for _, n := range names {
-			outputs = append(outputs, filepath.Join(stageDir, n))
-		}
-		digests = append(digests, e.Artifact.Digest)
-	}
-	res.digest = joinPlus(digests)
 	r.mu.Lock()
 	sr.CacheHit = true
 	sr.RowsOut = e.Rows
@@ -651,6 +632,46 @@ func (r *Runner) fromCache(s *config.Stage, sr *StageRecord, e *cache.Entry, sta
 	r.mu.Unlock()
 	r.con.stageLine(s.ID(), "cache hit %s: %d rows", short(e.Key), e.Rows)
 	return res, nil
+}
+
+// entryResult is what a cache entry hands to the stages that depend on it.
+// Its digest covers the output table and the artifact.
+func entryResult(e *cache.Entry) *result {
+	res := &result{key: e.Key, rows: e.Rows}
+	var digests []string
+	if e.Output != nil {
+		res.output = e.Output.Path
+		digests = append(digests, e.Output.Digest)
+	}
+	if e.Artifact != nil {
+		res.artifact = e.Artifact.Path
+		digests = append(digests, e.Artifact.Digest)
+	}
+	res.digest = strings.Join(digests, "+")
+	return res
+}
+
+// materialize copies a stage's output table (as output.arrow) and artifact
+// files into its run directory, and returns the paths it wrote.
+func materialize(res *result, stageDir string) ([]string, error) {
+	var outputs []string
+	if res.output != "" {
+		dst := filepath.Join(stageDir, "output.arrow")
+		if err := copyFile(res.output, dst); err != nil {
+			return nil, err
+		}
+		outputs = append(outputs, dst)
+	}
+	if res.artifact != "" {
+		names, err := copyTree(res.artifact, stageDir)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range names {
+			outputs = append(outputs, filepath.Join(stageDir, n))
+		}
+	}
+	return outputs, nil
 }
 
 func short(key string) string {
@@ -786,23 +807,17 @@ func (r *Runner) execStage(ctx context.Context, s *config.Stage, deps map[string
 			entry.Meta[k] = v
 		}
 	}
-	out := &result{key: p.key, rows: rows}
-	var outputs, digests []string
+	var out *result
 	if useCache {
 		e, err := r.cache.Commit(entry, outFile, artifact)
 		if err != nil {
 			return nil, err
 		}
-		if e.Output != nil {
-			out.output = e.Output.Path
-			digests = append(digests, e.Output.Digest)
-		}
-		if e.Artifact != nil {
-			out.artifact = e.Artifact.Path
-			digests = append(digests, e.Artifact.Digest)
-		}
+		out = entryResult(e)
 	} else {
 		// Not cached: the run directory holds the only copy.
+		out = &result{key: p.key, rows: rows}
+		var digests []string
 		if outFile != "" {
 			d, err := cache.HashFile(outFile)
 			if err != nil {
@@ -830,23 +845,11 @@ func (r *Runner) execStage(ctx context.Context, s *config.Stage, deps map[string
 			}
 			out.output = keep
 		}
+		out.digest = strings.Join(digests, "+")
 	}
-	out.digest = joinPlus(digests)
-	if out.output != "" {
-		dst := filepath.Join(stageDir, "output.arrow")
-		if err := copyFile(out.output, dst); err != nil {
-			return nil, err
-		}
-		outputs = append(outputs, dst)
-	}
-	if out.artifact != "" {
-		names, err := copyTree(out.artifact, stageDir)
-		if err != nil {
-			return nil, err
-		}
-		for _, n := range names {
-			outputs = append(outputs, filepath.Join(stageDir, n))
-		}
+	outputs, err := materialize(out, stageDir)
+	if err != nil {
+		return nil, err
 	}
 	r.mu.Lock()
 	sr.RowsOut = rows

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dpopipe/dpopipe/pipeline/cache"
 	"github.com/dpopipe/dpopipe/plugins/protocol"
 	"github.com/dpopipe/dpopipe/plugins/sdk"
 )
@@ -73,7 +74,7 @@ func Start(ctx context.Context, src Source, opts Options) (*Client, error) {
 	if st, _ := os.Stat(src.Path); st != nil && st.Mode()&0o111 == 0 {
 		return nil, fmt.Errorf("plugin for stage type %q: %s is not executable; run chmod +x on it", src.Type, src.Path)
 	}
-	digest, err := FileDigest(src.Path)
+	digest, err := cache.HashFile(src.Path)
 	if err != nil {
 		return nil, fmt.Errorf("plugin for stage type %q: %w", src.Type, err)
 	}
@@ -389,41 +390,6 @@ func (clientPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
 
 func (clientPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.ClientConn) (any, error) {
 	return flight.NewFlightServiceClient(cc), nil
-}
-
-var (
-	digestMu    sync.Mutex
-	digestCache = map[string]string{}
-)
-
-// FileDigest returns the sha256 (hex) of a file, memoised per path, size and
-// modification time for this process.
-func FileDigest(path string) (string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
-	key := fmt.Sprintf("%s|%d|%d", path, st.Size(), st.ModTime().UnixNano())
-	digestMu.Lock()
-	d, ok := digestCache[key]
-	digestMu.Unlock()
-	if ok {
-		return d, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	d = hex.EncodeToString(h.Sum(nil))
-	digestMu.Lock()
-	digestCache[key] = d
-	digestMu.Unlock()
-	return d, nil
 }
 
 // CleanupAll ends every plugin process still running. Call it on exit.
