@@ -402,8 +402,11 @@ func TestBadPlugins(t *testing.T) {
 	}
 }
 
-func TestKillPluginMidRun(t *testing.T) {
-	e := newEnv(t)
+// startStalledRun starts the test pipeline with a last stage that stalls,
+// and returns once that stage's plugin runs: the command, its stderr, the
+// run directory and the stalled plugin's pid.
+func (e *env) startStalledRun() (*exec.Cmd, *bytes.Buffer, string, int) {
+	e.t.Helper()
 	file := e.pipeline(3, `
 stage "passthrough" "slow" {
   input    = stage.passthrough.copy
@@ -412,12 +415,17 @@ stage "passthrough" "slow" {
 `)
 	runDir := filepath.Join(e.dir, "run")
 	cmd := e.command("run", file, "--run-dir", runDir)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
+	errb := &bytes.Buffer{}
+	cmd.Stderr = errb
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	pid := waitForPid(t, runDir, "slow")
+	return cmd, errb, runDir, waitForPid(e.t, runDir, "slow")
+}
+
+func TestKillPluginMidRun(t *testing.T) {
+	e := newEnv(t)
+	cmd, errb, _, pid := e.startStalledRun()
 	syscall.Kill(pid, syscall.SIGKILL)
 	err := cmd.Wait()
 	if err == nil {
@@ -437,20 +445,7 @@ stage "passthrough" "slow" {
 
 func TestInterruptStopsPluginsAndCachesNothingPartial(t *testing.T) {
 	e := newEnv(t)
-	file := e.pipeline(3, `
-stage "passthrough" "slow" {
-  input    = stage.passthrough.copy
-  sleep_ms = 30000
-}
-`)
-	runDir := filepath.Join(e.dir, "run")
-	cmd := e.command("run", file, "--run-dir", runDir)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := waitForPid(t, runDir, "slow")
+	cmd, _, runDir, pid := e.startStalledRun()
 	cmd.Process.Signal(os.Interrupt)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
