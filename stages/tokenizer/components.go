@@ -244,15 +244,7 @@ func parsePreTokenizer(raw json.RawMessage) ([]preTokenizer, error) {
 	}
 	switch c.Type {
 	case "Sequence":
-		var seq []preTokenizer
-		for _, r := range c.PreTokenizers {
-			p, err := parsePreTokenizer(r)
-			if err != nil {
-				return nil, err
-			}
-			seq = append(seq, p...)
-		}
-		return seq, nil
+		return parseSequence(c.PreTokenizers, parsePreTokenizer)
 	case "ByteLevel":
 		prefix := c.AddPrefixSpace != nil && *c.AddPrefixSpace
 		useRegex := c.UseRegex == nil || *c.UseRegex
@@ -447,15 +439,7 @@ func parseDecoder(raw json.RawMessage) ([]decoder, error) {
 	}
 	switch c.Type {
 	case "Sequence":
-		var seq []decoder
-		for _, r := range c.Decoders {
-			d, err := parseDecoder(r)
-			if err != nil {
-				return nil, err
-			}
-			seq = append(seq, d...)
-		}
-		return seq, nil
+		return parseSequence(c.Decoders, parseDecoder)
 	case "Replace":
 		match, _, err := c.pattern()
 		if err != nil {
@@ -641,4 +625,18 @@ func (m *addedMatcher) split(text string, f func(sec string, off int, id int32, 
 	if start < len(text) {
 		f(text[start:], start, 0, false)
 	}
+}
+
+// parseSequence parses the members of a Sequence component, flattening
+// nested sequences.
+func parseSequence[T any](raws []json.RawMessage, parse func(json.RawMessage) ([]T, error)) ([]T, error) {
+	var seq []T
+	for _, r := range raws {
+		items, err := parse(r)
+		if err != nil {
+			return nil, err
+		}
+		seq = append(seq, items...)
+	}
+	return seq, nil
 }
